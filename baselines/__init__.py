@@ -1,0 +1,1 @@
+"""Comparison distillers (KD, CD, IFV, SKD, KA), one file each."""

@@ -1,0 +1,117 @@
+"""Command line: ``harness <command>`` (also ``python -m harness``).
+
+Commands import their back-ends lazily so ``harness --help`` stays fast and optional libraries
+(nuscenes-devkit, spconv) are loaded only by the commands that need them.
+Bad input (:class:`harness.errors.InputError`) prints one line naming the file and the fix and exits 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from harness.errors import InputError
+
+
+def _cmd_gen_data(args: argparse.Namespace) -> int:
+    from harness.data import generate
+
+    if args.format == "semantickitti":
+        sequences = [int(s) for s in args.sequences] if args.sequences else [0, 8]
+        summary = generate.generate_semantickitti(args.out, scans_per_sequence=args.scans, sequences=sequences,
+                                                  seed=args.seed, points_scale=args.points_scale)
+    else:
+        summary = generate.generate_nuscenes(args.out, scans=args.scans, seed=args.seed)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from harness.evaluate import runner
+
+    if args.dataset == "semantickitti":
+        from harness.data.semantickitti import resolve_sequences
+
+        if not args.split and not args.sequences:
+            raise InputError("--split/--sequences", "no sequences chosen", "pass --split val or --sequences 08 ...")
+        sequences = resolve_sequences(args.split, args.sequences or None)
+        result = runner.evaluate_semantickitti(args.root, args.predictions, sequences)
+    else:
+        from harness.data.nuscenes import evaluate_nuscenes
+
+        result = evaluate_nuscenes(args.root, args.predictions, version=args.version, eval_set=args.split or "val")
+    print(runner.format_table(result))
+    if args.out:
+        from harness.io import write_json_atomic
+
+        write_json_atomic(args.out, result)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    if args.what == "data":
+        from harness.profiling.data import profile_data
+
+        result = profile_data(args.backbone, args.scan, args.label, repeat=args.repeat, augment=not args.no_augment)
+    else:
+        from harness.profiling.model import profile_model
+
+        result = profile_model(args.backbone, float(args.width), args.scan, backend=args.backend, repeat=args.repeat,
+                               device=args.device)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description="PVKD reproduction harness")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("gen-data", help="write synthetic LiDAR scans in the official on-disk formats")
+    gen.add_argument("--format", choices=["semantickitti", "nuscenes"], required=True)
+    gen.add_argument("--out", type=Path, required=True, help="dataset root to create")
+    gen.add_argument("--scans", type=int, default=5, help="scans per sequence (nuScenes: key frames in total)")
+    gen.add_argument("--sequences", nargs="*", help="SemanticKITTI sequence numbers (default: 00 08)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--points-scale", type=float, default=1.0, help="fraction of the full sensor's azimuth steps")
+    gen.set_defaults(func=_cmd_gen_data)
+
+    ev = sub.add_parser("evaluate", help="score prediction files with the official metric semantics")
+    ev.add_argument("--dataset", choices=["semantickitti", "nuscenes"], required=True)
+    ev.add_argument("--root", type=Path, required=True, help="dataset root")
+    ev.add_argument("--split", help="semantickitti: train|val|test; nuscenes: eval set (val, mini_val, ...)")
+    ev.add_argument("--sequences", nargs="*", help="SemanticKITTI sequences (instead of --split)")
+    ev.add_argument("--predictions", type=Path, required=True,
+                    help="semantickitti: PRED/sequences/NN/predictions/*.label; nuscenes: PRED/lidarseg/<set>/*.bin")
+    ev.add_argument("--version", default="v1.0-trainval", help="nuScenes table version")
+    ev.add_argument("--out", type=Path, help="write metrics JSON here")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    prof = sub.add_parser("profile", help="time preprocessing (data) or a backbone (model)")
+    prof.add_argument("what", choices=["data", "model"])
+    prof.add_argument("--backbone", choices=["cylinder3d", "minkunet", "spvcnn"], required=True)
+    prof.add_argument("--scan", type=Path, required=True, help="a SemanticKITTI .bin scan")
+    prof.add_argument("--label", type=Path, help="its .label file (data profiling)")
+    prof.add_argument("--repeat", type=int, default=20)
+    prof.add_argument("--no-augment", action="store_true", help="data: skip the training augmentations")
+    prof.add_argument("--width", default="1.0", choices=["1.0", "0.5"], help="model: teacher 1.0 or student 0.5")
+    prof.add_argument("--backend", default="auto", help="model: auto|torchref|spconv|minkowski")
+    prof.add_argument("--device", default="cpu", help="model: cpu or cuda")
+    prof.set_defaults(func=_cmd_profile)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

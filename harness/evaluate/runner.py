@@ -1,0 +1,131 @@
+"""Evaluate prediction files against ground truth: the back-end of ``harness evaluate``.
+
+SemanticKITTI predictions use the official submission layout
+``PRED_DIR/sequences/NN/predictions/XXXXXX.label`` (uint32, *raw* label ids, as semantic-kitti-api
+``evaluate_semantics.py`` expects). nuScenes predictions use the devkit layout
+``PRED_DIR/lidarseg/<eval_set>/<sd_token>_lidarseg.bin`` (uint8 coarse ids 1..16).
+
+The result holds overall scores, per-distance scores in both bin modes, and the confusion matrices,
+all derived from counts (:mod:`harness.evaluate.confusion`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from harness.data.labelmap import LabelMap, load_label_map
+from harness.errors import InputError
+from harness.evaluate.confusion import confusion_counts
+from harness.evaluate.distance import DistanceBins
+from harness.evaluate.metrics import iou_per_class, mean_iou, scores
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Accumulator:
+    """Overall and per-distance-bin confusion counts for one evaluation."""
+
+    label_map: LabelMap
+    convention: str
+    distance_modes: tuple[str, ...] = ("harness", "official")
+    counts: np.ndarray = field(init=False)
+    by_distance: dict[str, np.ndarray] = field(init=False)
+    num_scans: int = 0
+    num_points: int = 0
+
+    def __post_init__(self) -> None:
+        c = self.label_map.num_classes
+        self.counts = np.zeros((c, c), dtype=np.int64)
+        self.bins = {m: DistanceBins.make(m) for m in self.distance_modes}
+        self.by_distance = {m: np.zeros((len(b.bins), c, c), dtype=np.int64) for m, b in self.bins.items()}
+
+    def add(self, xyz: np.ndarray, gt: np.ndarray, pred: np.ndarray) -> None:
+        c = self.label_map.num_classes
+        self.counts += confusion_counts(gt, pred, c)
+        for mode, bins in self.bins.items():
+            self.by_distance[mode] += confusion_counts(gt, pred, c, bins.assign(xyz), len(bins.bins))
+        self.num_scans += 1
+        self.num_points += int(gt.shape[0])
+
+    def result(self) -> dict:
+        names = self.label_map.class_names
+        out = {"schema_version": SCHEMA_VERSION, "dataset": self.label_map.name, **scores(self.counts, self.convention, names)}
+        out["num_scans"] = self.num_scans
+        out["num_points"] = self.num_points
+        out["per_distance"] = {}
+        for mode, bins in self.bins.items():
+            rows = []
+            for (lo, hi), label, conf in zip(bins.bins, bins.labels, self.by_distance[mode]):
+                iou = iou_per_class(conf, self.convention)
+                gt_counts = np.delete(conf.sum(axis=1), 0)
+                # NaN where a class has neither GT nor prediction in the bin, for the nanmean variant
+                union_empty = (np.delete(conf.sum(axis=1), 0) + np.delete(conf.sum(axis=0), 0)) == 0
+                iou_nan = np.where(union_empty, np.nan, iou)
+                rows.append({
+                    "bin": label, "lo_m": lo, "hi_m": None if not np.isfinite(hi) else hi,
+                    "num_points": int(conf.sum()),
+                    "miou": mean_iou(iou, self.convention),
+                    "miou_nanmean": mean_iou(iou_nan, "nuscenes"),
+                    "iou_per_class": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names[1:], iou_nan)},
+                    "gt_points_per_class": {n: int(v) for n, v in zip(names[1:], gt_counts)},
+                })
+            out["per_distance"][mode] = {"open_intervals": bins.open_intervals, "range": bins.range_kind, "bins": rows}
+        out["confusion_matrix"] = {"layout": "counts[gt][pred]", "class_names": list(names), "counts": self.counts.tolist()}
+        return out
+
+
+def semantickitti_pairs(root: str | Path, predictions: str | Path, sequences: Iterable[str],
+                        label_map: LabelMap) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield (points, gt learning ids, predicted learning ids) for every labelled frame of ``sequences``.
+
+    Every ground-truth frame needs a prediction file of the same length; prediction raw ids are
+    mapped through ``learning_map`` (ids outside it are an error: train ids written instead of raw
+    ids are the classic submission bug).
+    """
+    from harness.data.semantickitti import SemanticKITTI, read_label_file, split_label
+
+    predictions = Path(predictions)
+    dataset = SemanticKITTI(root, sequences=list(sequences), label_map=label_map, require_labels=True)
+    if len(dataset) == 0:
+        raise InputError(Path(root) / "sequences", "no scans found for the requested sequences", "check --root and --sequences/--split")
+    for ref in dataset.frames:
+        scan = dataset.load(ref)
+        pred_path = predictions / "sequences" / ref.sequence / "predictions" / f"{ref.frame}.label"
+        if not pred_path.is_file():
+            raise InputError(pred_path, "prediction file missing", f"write one prediction per scan in {predictions}/sequences/NN/predictions/")
+        raw_pred = read_label_file(pred_path, num_points=scan.points.shape[0])
+        pred_sem, _ = split_label(raw_pred)
+        try:
+            pred = label_map.to_learning(pred_sem, pred_path)
+        except InputError as err:
+            raise InputError(pred_path, err.problem,
+                             "predictions must be raw SemanticKITTI ids: map train ids with learning_map_inv "
+                             "(harness eval writes them that way)") from None
+        yield scan.points, scan.labels, pred
+
+
+def evaluate_semantickitti(root: str | Path, predictions: str | Path, sequences: Iterable[str],
+                           label_map: str = "semantickitti") -> dict:
+    """Official-semantics evaluation of a SemanticKITTI prediction folder; returns the metrics dict."""
+    lm = load_label_map(label_map)
+    acc = Accumulator(lm, "semantickitti")
+    for points, gt, pred in semantickitti_pairs(root, predictions, sequences, lm):
+        acc.add(points[:, :3], gt, pred)
+    return acc.result()
+
+
+def format_table(result: dict) -> str:
+    """Plain-text per-class table (percent) for the terminal."""
+    lines = [f"{'class':<22}{'IoU %':>8}"]
+    for name, iou in result["iou_per_class"].items():
+        lines.append(f"{name:<22}{'n/a' if iou is None else f'{100 * iou:.2f}':>8}")
+    lines.append(f"{'mIoU (' + result['convention'] + ')':<22}{100 * result['miou']:>8.2f}")
+    lines.append(f"{'accuracy':<22}{100 * result['accuracy']:>8.2f}")
+    for mode, block in result["per_distance"].items():
+        lines.append(f"per distance ({mode}): " + ", ".join(
+            f"{b['bin']} {100 * b['miou']:.1f}" for b in block["bins"]))
+    return "\n".join(lines)

@@ -1,0 +1,51 @@
+"""Training-time augmentations of the original recipes, seeded through ``np.random.Generator``.
+
+* :func:`cylinder3d_augment` -- Cylinder3D ``cylinder_dataset.__getitem__`` (``rotate_aug``,
+  ``flip_aug``, ``scale_aug``, ``transform_aug`` all True in ``config/semantickitti.yaml``):
+  rotation about z by U(-45°, 45°), one of {none, flip x, flip y, flip x and y}, x/y scale
+  U(0.95, 1.05), translation N(0, 0.1 m) per axis.
+* :func:`spvnas_augment` -- spvnas ``SemanticKITTIInternal.__getitem__`` (train split): rotation
+  about z by U(0, 2π) and a common scale U(0.95, 1.05) on x, y, z.
+
+Both return a new (N, 4) float32 array; remission is untouched.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def rotate_z(xyz: np.ndarray, angle: float) -> np.ndarray:
+    """Row vectors times ``[[c, s], [-s, c]]``, the form both originals use (``np.dot(xyz, R)``)."""
+    c, s = np.cos(angle), np.sin(angle)
+    out = xyz.copy()
+    out[:, 0] = xyz[:, 0] * c - xyz[:, 1] * s
+    out[:, 1] = xyz[:, 0] * s + xyz[:, 1] * c
+    return out
+
+
+def cylinder3d_augment(points: np.ndarray, rng: np.random.Generator, rotate: bool = True, flip: bool = True,
+                       scale: bool = True, translate_std: tuple[float, float, float] | None = (0.1, 0.1, 0.1)) -> np.ndarray:
+    out = points.astype(np.float32, copy=True)
+    xyz = out[:, :3].astype(np.float64)
+    if rotate:
+        xyz = rotate_z(xyz, np.deg2rad(rng.random() * 90.0) - np.pi / 4)
+    if flip:
+        flip_type = int(rng.integers(4))
+        if flip_type in (1, 3):
+            xyz[:, 0] = -xyz[:, 0]
+        if flip_type in (2, 3):
+            xyz[:, 1] = -xyz[:, 1]
+    if scale:
+        xyz[:, :2] *= rng.uniform(0.95, 1.05)
+    if translate_std is not None:
+        xyz += rng.normal(0.0, translate_std, size=3)
+    out[:, :3] = xyz
+    return out
+
+
+def spvnas_augment(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    out = points.astype(np.float32, copy=True)
+    theta = rng.uniform(0.0, 2.0 * np.pi)
+    factor = rng.uniform(0.95, 1.05)
+    out[:, :3] = rotate_z(points[:, :3].astype(np.float64), theta) * factor
+    return out

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# PVKD reproduction harness entry point.
+#   ./reproduce.sh test              run the whole test suite (unit tests + benchmarks)
+#   ./reproduce.sh bench             run only the speed benchmarks, with their tables
+#   ./reproduce.sh table1 ...        reproduce a paper table (see README)
+# On a fresh clone it first creates .venv and installs the project with its test extra.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import harness, pytest, pytest_benchmark" 2>/dev/null; then
+    echo "[reproduce] setting up .venv (torch==2.13.0 CPU, project + test extra)" >&2
+    "$PYTHON" -m venv .venv
+    .venv/bin/python -m pip install -q --upgrade pip
+    # torch first and pinned: an unpinned resolve would pull the multi-GB CUDA build
+    .venv/bin/python -m pip install -q "torch==2.13.0"
+    .venv/bin/python -m pip install -q -e '.[test]'
+fi
+PY=.venv/bin/python
+
+cmd=${1:-help}
+shift || true
+case "$cmd" in
+    test)
+        # Real-scan tests read $PVKD_REAL_DATA (default ../shared/data/real) and skip visibly without it.
+        set +e
+        "$PY" -m pytest -q --benchmark-columns=min,median,mean,rounds "$@"
+        rc=$?
+        set -e
+        if [ "$rc" -eq 5 ]; then echo "[reproduce] pytest collected no tests: that is a failure here" >&2; exit 1; fi
+        exit "$rc"
+        ;;
+    bench)
+        exec "$PY" -m pytest -q tests/benchmarks --benchmark-only "$@"
+        ;;
+    help|-h|--help)
+        sed -n '2,6p' "$0"
+        ;;
+    *)
+        exec "$PY" -m harness "$cmd" "$@"
+        ;;
+esac
