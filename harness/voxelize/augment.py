@@ -15,8 +15,12 @@ import numpy as np
 
 
 def rotate_z(xyz: np.ndarray, angle: float) -> np.ndarray:
-    """Row vectors times ``[[c, s], [-s, c]]``, the form both originals use (``np.dot(xyz, R)``)."""
-    c, s = np.cos(angle), np.sin(angle)
+    """Row vectors times ``[[c, s], [-s, c]]``, the form both originals use (``np.dot(xyz, R)``).
+
+    Works in the input dtype (float32 for scans): augmentation is random anyway, and float32
+    in-place arithmetic keeps the per-scan cost ~1 ms on 123k points.
+    """
+    c, s = np.cos(angle).astype(xyz.dtype), np.sin(angle).astype(xyz.dtype)
     out = xyz.copy()
     out[:, 0] = xyz[:, 0] * c - xyz[:, 1] * s
     out[:, 1] = xyz[:, 0] * s + xyz[:, 1] * c
@@ -26,26 +30,24 @@ def rotate_z(xyz: np.ndarray, angle: float) -> np.ndarray:
 def cylinder3d_augment(points: np.ndarray, rng: np.random.Generator, rotate: bool = True, flip: bool = True,
                        scale: bool = True, translate_std: tuple[float, float, float] | None = (0.1, 0.1, 0.1)) -> np.ndarray:
     out = points.astype(np.float32, copy=True)
-    xyz = out[:, :3].astype(np.float64)
     if rotate:
-        xyz = rotate_z(xyz, np.deg2rad(rng.random() * 90.0) - np.pi / 4)
+        out[:, :3] = rotate_z(out[:, :3], np.deg2rad(rng.random() * 90.0) - np.pi / 4)
     if flip:
         flip_type = int(rng.integers(4))
         if flip_type in (1, 3):
-            xyz[:, 0] = -xyz[:, 0]
+            out[:, 0] *= -1
         if flip_type in (2, 3):
-            xyz[:, 1] = -xyz[:, 1]
+            out[:, 1] *= -1
     if scale:
-        xyz[:, :2] *= rng.uniform(0.95, 1.05)
+        out[:, :2] *= np.float32(rng.uniform(0.95, 1.05))
     if translate_std is not None:
-        xyz += rng.normal(0.0, translate_std, size=3)
-    out[:, :3] = xyz
+        out[:, :3] += rng.normal(0.0, translate_std, size=3).astype(np.float32)
     return out
 
 
 def spvnas_augment(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     out = points.astype(np.float32, copy=True)
     theta = rng.uniform(0.0, 2.0 * np.pi)
-    factor = rng.uniform(0.95, 1.05)
-    out[:, :3] = rotate_z(points[:, :3].astype(np.float64), theta) * factor
+    factor = np.float32(rng.uniform(0.95, 1.05))
+    out[:, :3] = rotate_z(out[:, :3], theta) * factor
     return out

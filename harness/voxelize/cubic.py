@@ -13,9 +13,8 @@ torchsparse ``utils/quantize.py`` ``sparse_quantize`` / ``ravel_hash``):
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from harness.voxelize.sparse_grid import VoxelizedScan
+from harness.voxelize.sparse_grid import VoxelizedScan, sorted_unique
 
 SPVNAS_VOXEL_SIZE = 0.05  # metres; configs/semantic_kitti/default.yaml
 SPVNAS_MAX_TRAIN_VOXELS = 80_000
@@ -40,12 +39,8 @@ def cubic_voxelize(points: np.ndarray, labels: np.ndarray | None = None, voxel_s
     coords -= coords.min(axis=0, keepdims=True) if coords.shape[0] else 0
     extent = coords.max(axis=0).astype(np.int64) + 1 if coords.shape[0] else np.ones(3, np.int64)
     linear = (coords[:, 0].astype(np.int64) * extent[1] + coords[:, 1]) * extent[2] + coords[:, 2]
-    keys, inverse = torch.unique(torch.from_numpy(linear), return_inverse=True)
-    inverse = inverse.numpy()
-    # first occurrence of each voxel in scan order (np.unique's return_index semantics)
-    first_t = torch.full((keys.shape[0],), points.shape[0], dtype=torch.int64)
-    first_t.scatter_reduce_(0, torch.from_numpy(inverse), torch.arange(points.shape[0]), reduce="amin")
-    first = first_t.numpy()
+    # first = first occurrence of each voxel in scan order (np.unique's return_index semantics)
+    _, first, inverse, _ = sorted_unique(linear)
     point_to_voxel = inverse
     if max_voxels is not None and first.shape[0] > max_voxels:
         if rng is None:

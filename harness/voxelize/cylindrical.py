@@ -91,7 +91,9 @@ def cylindrical_voxelize(points: np.ndarray, labels: np.ndarray | None = None,
         scaled /= intervals[axis]
         index = scaled.astype(np.int32)
         grid_index[:, axis] = index
-        voxel_centre = (index.astype(np.float32) + np.float32(0.5)) * intervals[axis] + min_bound[axis]
+        # (index + 0.5) in float32, then float64 -- the original's (float32 array) * (float64 array);
+        # with a float64 *scalar* NumPy 1.x would keep float32, so promote explicitly
+        voxel_centre = (index.astype(np.float32) + np.float32(0.5)).astype(np.float64) * intervals[axis] + min_bound[axis]
         features[:, axis] = pol[:, axis] - voxel_centre
     features[:, 3:6] = pol
     features[:, 6:8] = xyz[:, :2]

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 
 @dataclass
@@ -42,10 +41,38 @@ class VoxelizedScan:
         return int(self.voxel_coords.shape[0])
 
 
+def sorted_unique(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_index, return_inverse, return_counts)`` with one stable argsort.
+
+    A stable (radix) argsort of int64 keys plus run boundaries is ~3x faster than ``np.unique``
+    on 100k+ keys, and single-threaded NumPy keeps the data path immune to OpenMP contention
+    (torch's threaded sort slowed >10x on 2 busy cores, measured).
+
+    Returns:
+        (unique keys (M,), first index (M,) of each key in the input order, inverse (N,), counts (M,)).
+    """
+    keys = np.ascontiguousarray(keys, dtype=np.int64)
+    n = keys.shape[0]
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty, empty
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    is_start = np.empty(n, dtype=bool)
+    is_start[0] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=is_start[1:])
+    starts = np.flatnonzero(is_start)
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = np.cumsum(is_start) - 1
+    counts = np.diff(np.append(starts, n))
+    # stable sort: the first element of each run is the key's first occurrence in input order
+    return sorted_keys[starts], order[starts], inverse, counts
+
+
 def unique_voxels(linear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted unique linear keys and the (N,) inverse map point -> voxel."""
-    keys, inverse = torch.unique(torch.from_numpy(np.ascontiguousarray(linear, dtype=np.int64)), return_inverse=True)
-    return keys.numpy(), inverse.numpy()
+    keys, _, inverse, _ = sorted_unique(linear)
+    return keys, inverse
 
 
 def majority_vote(linear: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -65,9 +92,7 @@ def majority_vote(linear: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, n
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty
     num_labels = int(labels.max()) + 1
-    # torch.unique sorts ~4x faster than np.unique on 100k+ int64 keys (measured on 2 cores)
-    pair_key, pair_of_point, pair_count = (t.numpy() for t in torch.unique(
-        torch.from_numpy(linear * num_labels + labels), return_inverse=True, return_counts=True))
+    pair_key, _, pair_of_point, pair_count = sorted_unique(linear * num_labels + labels)
     pair_voxel = pair_key // num_labels
     pair_label = pair_key - pair_voxel * num_labels
     starts_mask = np.empty(pair_voxel.shape[0], dtype=bool)

@@ -1,0 +1,153 @@
+"""nuScenes-lidarseg reader built on nuscenes-devkit (its table joins are not re-written here).
+
+* Key frames only: ``sample['data']['LIDAR_TOP']`` sample_data records (2 Hz).
+* ``samples/LIDAR_TOP/*.pcd.bin``: float32 (N, 5) ``x, y, z`` [m, LIDAR_TOP sensor frame],
+  intensity (0-255), ring index (devkit ``LidarPointCloud.from_file``; Cylinder3D ``reshape(-1, 5)``).
+* ``lidarseg/<version>/<sd_token>_lidarseg.bin``: uint8 fine-class index 0-31 per point (the lidarseg
+  ``category.json`` ``index``), mapped 32 -> 16 through the shipped ``nuscenes.yaml`` (equal to devkit
+  ``LidarsegClassMapper``). Coarse 0 is ignored.
+* Splits: devkit ``create_splits_scenes`` (train 700 / val 150 / test 150 scenes; mini_train / mini_val
+  for v1.0-mini), samples collected with devkit ``get_samples_in_eval_set``.
+
+nuscenes-devkit is an optional dependency (``pip install 'pvkd-harness[nuscenes]'``), imported lazily.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.data.labelmap import load_label_map
+from harness.errors import InputError
+
+NUM_POINT_COLUMNS = 5
+
+
+def _devkit():
+    try:
+        from nuscenes import NuScenes
+        from nuscenes.eval.lidarseg.utils import get_samples_in_eval_set
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("nuScenes support needs nuscenes-devkit: pip install 'pvkd-harness[nuscenes]'") from err
+    return NuScenes, get_samples_in_eval_set
+
+
+def read_nuscenes_points(path: str | Path) -> np.ndarray:
+    """Read a ``.pcd.bin`` as (N, 5) float32; errors name the file and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "point file not found", "check the nuScenes dataroot (samples/LIDAR_TOP/)")
+    size = path.stat().st_size
+    if size == 0:
+        raise InputError(path, "point file is empty (0 points)", "re-copy the file")
+    if size % (4 * NUM_POINT_COLUMNS):
+        raise InputError(path, f"size {size} bytes is not a multiple of 20 (5 float32 per point)", "re-copy the file")
+    points = np.fromfile(path, dtype="<f4").reshape(-1, NUM_POINT_COLUMNS)
+    if not np.isfinite(points).all():
+        raise InputError(path, "points have NaN/inf values", "re-copy the file")
+    return points
+
+
+def read_lidarseg(path: str | Path, num_points: int | None = None) -> np.ndarray:
+    """Read a ``_lidarseg.bin`` as (N,) uint8 fine indices; check the count against the scan."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "lidarseg label file not found", "install the nuScenes-lidarseg archive into the dataroot")
+    labels = np.fromfile(path, dtype=np.uint8)
+    if num_points is not None and labels.shape[0] != num_points:
+        raise InputError(path, f"has {labels.shape[0]} labels but the scan has {num_points} points",
+                         "the label file must belong to the key frame with this sample_data token")
+    return labels
+
+
+@dataclass(frozen=True)
+class NuScenesFrame:
+    sample_token: str
+    sd_token: str
+    scan_path: Path
+    label_path: Path | None
+
+
+@dataclass
+class NuScenesScan:
+    """``points`` (N, 5) float32; ``labels`` (N,) int64 coarse ids 0-16 or None; ``fine`` (N,) uint8 or None."""
+
+    ref: NuScenesFrame
+    points: np.ndarray
+    labels: np.ndarray | None
+    fine: np.ndarray | None
+
+
+def eval_set_name(version: str, split: str) -> str:
+    """devkit split name: ``train``/``val`` on v1.0-mini mean ``mini_train``/``mini_val``."""
+    if version.endswith("mini") and split in ("train", "val"):
+        return f"mini_{split}"
+    return split
+
+
+class NuScenesLidarSeg:
+    """Key frames of one split with their lidarseg labels, indexed through nuscenes-devkit."""
+
+    def __init__(self, dataroot: str | Path, version: str = "v1.0-trainval", split: str = "train") -> None:
+        NuScenes, get_samples_in_eval_set = _devkit()
+        self.dataroot = Path(dataroot)
+        if not (self.dataroot / version).is_dir():
+            raise InputError(self.dataroot / version, "nuScenes table folder not found",
+                             f"point --root at the nuScenes dataroot that contains {version}/*.json")
+        self.nusc = NuScenes(version=version, dataroot=str(self.dataroot), verbose=False)
+        self.version = version
+        self.split = eval_set_name(version, split)
+        self.label_map = load_label_map("nuscenes")
+        has_lidarseg = len(getattr(self.nusc, "lidarseg", [])) > 0
+        self.frames: list[NuScenesFrame] = []
+        for sample_token in get_samples_in_eval_set(self.nusc, self.split):
+            sd_token = self.nusc.get("sample", sample_token)["data"]["LIDAR_TOP"]
+            scan_path = self.dataroot / self.nusc.get("sample_data", sd_token)["filename"]
+            label_path = self.dataroot / self.nusc.get("lidarseg", sd_token)["filename"] if has_lidarseg else None
+            self.frames.append(NuScenesFrame(sample_token, sd_token, scan_path, label_path))
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> NuScenesScan:
+        ref = self.frames[index]
+        points = read_nuscenes_points(ref.scan_path)
+        if ref.label_path is None:
+            return NuScenesScan(ref, points, None, None)
+        fine = read_lidarseg(ref.label_path, num_points=points.shape[0])
+        return NuScenesScan(ref, points, self.label_map.to_learning(fine, ref.label_path), fine)
+
+
+def evaluate_nuscenes(dataroot: str | Path, predictions: str | Path, version: str = "v1.0-trainval",
+                      eval_set: str = "val") -> dict:
+    """nuscenes-devkit lidarseg semantics on ``PRED/lidarseg/<eval_set>/<sd_token>_lidarseg.bin``.
+
+    Predictions are uint8 coarse ids in 1..16 (the devkit asserts this: 0 is not a valid prediction).
+    """
+    from harness.evaluate.runner import Accumulator
+
+    dataset = NuScenesLidarSeg(dataroot, version, eval_set)
+    acc = Accumulator(dataset.label_map, "nuscenes")
+    pred_dir = Path(predictions) / "lidarseg" / dataset.split
+    for i, ref in enumerate(dataset.frames):
+        scan = dataset[i]
+        if scan.labels is None:
+            raise InputError(Path(dataroot) / version / "lidarseg.json", "no lidarseg ground truth", "install nuScenes-lidarseg")
+        pred_path = pred_dir / f"{ref.sd_token}_lidarseg.bin"
+        if not pred_path.is_file():
+            raise InputError(pred_path, "prediction file missing", f"write one uint8 file per key frame into {pred_dir}")
+        pred = np.fromfile(pred_path, dtype=np.uint8)
+        if pred.shape[0] != scan.points.shape[0]:
+            raise InputError(pred_path, f"has {pred.shape[0]} predictions but the scan has {scan.points.shape[0]} points",
+                             "write one prediction per point, in the scan's order")
+        if pred.size and (pred.min() < 1 or pred.max() > 16):
+            raise InputError(pred_path, f"predictions must be coarse ids 1..16, found [{pred.min()}, {pred.max()}]",
+                             "predict one of the 16 classes for every point (0 = ignore is not a valid prediction)")
+        acc.add(scan.points[:, :3], scan.labels, pred.astype(np.int64))
+    result = acc.result()
+    from harness.evaluate.metrics import frequency_weighted_iou
+
+    result["freq_weighted_iou"] = frequency_weighted_iou(acc.counts)
+    result["eval_set"] = dataset.split
+    return result
