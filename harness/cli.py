@@ -65,6 +65,30 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from harness.config.load import load_config
+    from harness.engine.trainer import Trainer
+
+    cfg = load_config(args.config, args.overrides)
+    trainer = Trainer(cfg, resume=args.resume, device=args.device)
+    metrics = trainer.fit()
+    if trainer.info.is_main:
+        print(json.dumps({k: metrics[k] for k in ("run", "miou", "accuracy") if k in metrics}, indent=2))
+        print(f"run folder: {trainer.store.path}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from harness.engine.inference import run_eval
+
+    result = run_eval(args.run, args.checkpoint, args.config, args.predictions_out, args.tta, args.split, args.device)
+    if result.get("num_scans"):
+        from harness.evaluate.runner import format_table
+
+        print(format_table(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="PVKD reproduction harness")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +112,23 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--version", default="v1.0-trainval", help="nuScenes table version")
     ev.add_argument("--out", type=Path, help="write metrics JSON here")
     ev.set_defaults(func=_cmd_evaluate)
+
+    tr = sub.add_parser("train", help="train a teacher, a student, or a distilled student")
+    tr.add_argument("--config", type=Path, help="experiment YAML (differences from the defaults)")
+    tr.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=2 model.width=0.5")
+    tr.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    tr.add_argument("--device", help="cpu | cuda (default: cuda when available)")
+    tr.set_defaults(func=_cmd_train)
+
+    evl = sub.add_parser("eval", help="evaluate a run and write predictions (SemanticKITTI submission layout)")
+    evl.add_argument("--run", type=Path, help="run folder (config.yaml + checkpoints/last.pt)")
+    evl.add_argument("--checkpoint", type=Path)
+    evl.add_argument("--config", type=Path)
+    evl.add_argument("--split", default="val")
+    evl.add_argument("--predictions-out", type=Path, help="write OUT/sequences/NN/predictions/*.label")
+    evl.add_argument("--tta", action="store_true", help="4-flip test-time augmentation")
+    evl.add_argument("--device")
+    evl.set_defaults(func=_cmd_eval)
 
     prof = sub.add_parser("profile", help="time preprocessing (data) or a backbone (model)")
     prof.add_argument("what", choices=["data", "model"])

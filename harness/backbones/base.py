@@ -8,6 +8,9 @@
   Where the wanted value is not already a module output, the backbone routes it through a
   :class:`TapPoint` (an identity module) so a hook can see it. Every backbone lists its taps in
   ``tap_points`` (tap name -> module path); the standard names are :data:`STANDARD_TAPS`.
+* ``label_offset`` -- logit column ``j`` is harness learning id ``j + label_offset`` (0 for heads that
+  include the ignored class 0, like Cylinder3D's 20 outputs; 1 for spvnas' 19-class head).
+  :func:`logits_to_learning_ids` and :func:`learning_ids_to_targets` convert.
 """
 from __future__ import annotations
 
@@ -53,6 +56,7 @@ class BackboneInput:
         voxel_features: (M, F) float32 representative-point features per voxel (cubic grid), else None.
         voxel_labels: (M,) int64 voxel labels or None; point_labels: (N,) int64 or None.
         point_batch: (N,) int64 scan index of each point; voxel_batch is ``voxel_coords[:, 0]``.
+        point_xyz: (N, 3) float32 point coordinates [m] after augmentation, or None.
         spatial_shape: grid extent (cells) of the batch; batch_size: number of scans.
     """
 
@@ -66,6 +70,7 @@ class BackboneInput:
     voxel_features: torch.Tensor | None = None
     voxel_labels: torch.Tensor | None = None
     point_labels: torch.Tensor | None = None
+    point_xyz: torch.Tensor | None = None
     extras: dict = field(default_factory=dict)
 
     def to(self, device: torch.device | str) -> "BackboneInput":
@@ -83,7 +88,7 @@ class BackboneOutput:
 
 def collate_scans(scans: Sequence[VoxelizedScan], point_labels: Sequence[np.ndarray | None] | None = None) -> BackboneInput:
     """Concatenate voxelised scans into one batch with a leading batch index on every coordinate."""
-    feats, pcoords, p2v, vcoords, vfeats, vlabels, pbatch, plabels = [], [], [], [], [], [], [], []
+    feats, pcoords, p2v, vcoords, vfeats, vlabels, pbatch, plabels, xyz = [], [], [], [], [], [], [], [], []
     offset = 0
     shape = np.zeros(3, dtype=np.int64)
     for b, scan in enumerate(scans):
@@ -97,6 +102,8 @@ def collate_scans(scans: Sequence[VoxelizedScan], point_labels: Sequence[np.ndar
         if scan.voxel_labels is not None:
             vlabels.append(scan.voxel_labels)
         pbatch.append(np.full(n, b, np.int64))
+        if scan.point_xyz is not None:
+            xyz.append(scan.point_xyz)
         if point_labels is not None and point_labels[b] is not None:
             plabels.append(np.asarray(point_labels[b], dtype=np.int64))
         offset += scan.num_voxels
@@ -114,4 +121,19 @@ def collate_scans(scans: Sequence[VoxelizedScan], point_labels: Sequence[np.ndar
         voxel_features=t(np.concatenate(vfeats).astype(np.float32)) if len(vfeats) == len(scans) else None,
         voxel_labels=t(np.concatenate(vlabels)) if len(vlabels) == len(scans) else None,
         point_labels=t(np.concatenate(plabels)) if len(plabels) == len(scans) else None,
+        point_xyz=t(np.concatenate(xyz).astype(np.float32)) if len(xyz) == len(scans) else None,
     )
+
+
+def label_offset(model: nn.Module) -> int:
+    """Logit column j is learning id ``j + label_offset`` (see module docstring)."""
+    return int(getattr(getattr(model, "module", model), "label_offset", 0))
+
+
+def learning_ids_to_targets(labels: torch.Tensor, offset: int, ignore_id: int = 0) -> torch.Tensor:
+    """Learning ids -> logit-column targets; the ignored id becomes -1 (use ``ignore_index=-1``)."""
+    return torch.where(labels == ignore_id, torch.full_like(labels, -1), labels - offset)
+
+
+def logits_to_learning_ids(logits: torch.Tensor, offset: int) -> torch.Tensor:
+    return logits.argmax(dim=1) + offset

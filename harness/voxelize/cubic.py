@@ -54,4 +54,5 @@ def cubic_voxelize(points: np.ndarray, labels: np.ndarray | None = None, voxel_s
     return VoxelizedScan(grid_index=coords, voxel_coords=voxel_coords, point_to_voxel=point_to_voxel,
                          point_features=np.ascontiguousarray(points[:, :4], dtype=np.float32),
                          voxel_labels=None if labels is None else np.asarray(labels, dtype=np.int64)[first],
-                         grid_size=None, voxel_point_index=first)
+                         grid_size=None, voxel_point_index=first,
+                         point_xyz=np.ascontiguousarray(points[:, :3], dtype=np.float32))

@@ -103,4 +103,5 @@ def cylindrical_voxelize(points: np.ndarray, labels: np.ndarray | None = None,
     voxel_linear, point_to_voxel, voxel_labels = majority_vote_or_unique(linear, labels)
     coords = np.stack(np.unravel_index(voxel_linear, gs), axis=1).astype(np.int32)
     return VoxelizedScan(grid_index=grid_index, voxel_coords=coords, point_to_voxel=point_to_voxel,
-                         point_features=features, voxel_labels=voxel_labels, grid_size=gs)
+                         point_features=features, voxel_labels=voxel_labels, grid_size=gs,
+                         point_xyz=np.ascontiguousarray(xyz, dtype=np.float32))

@@ -22,6 +22,8 @@ class VoxelizedScan:
         grid_size: voxels per axis (None for the unbounded cubic grid).
         voxel_point_index: (M,) int64 representative point per voxel (cubic grid only: spvnas keeps
             one point per voxel), else None.
+        point_xyz: (N, 3) float32 Cartesian coordinates [m] after augmentation (LiDAR frame), for
+            range-dependent losses and partitions.
     """
 
     grid_index: np.ndarray
@@ -31,6 +33,7 @@ class VoxelizedScan:
     voxel_labels: np.ndarray | None
     grid_size: tuple[int, int, int] | None
     voxel_point_index: np.ndarray | None = None
+    point_xyz: np.ndarray | None = None
 
     @property
     def num_points(self) -> int:

@@ -1,0 +1,190 @@
+"""Build a :class:`RunConfig` from defaults + YAML differences + dotted overrides, and validate it.
+
+* YAML files hold only differences; ``base: other.yaml`` (relative to the file) chains them.
+* Overrides: ``section.key=value`` with the value parsed as YAML (``train.epochs=2``,
+  ``data.train_sequences=[0,1]``, ``distill.coefficients.out_point=0.2``).
+* Unknown keys and unknown registry names fail at build time with "did you mean" suggestions.
+* :func:`config_hash` is the SHA-256 of the canonical resolved config (minus where outputs go); it is
+  part of each run's identity.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import re
+import typing
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from harness.config.schema import RunConfig
+from harness.errors import InputError
+
+CHOICES = {
+    ("optim", "name"): ("adam", "sgd"),
+    ("optim", "scheduler"): ("constant", "cosine_warmup"),
+    ("model", "sparse_backend"): ("auto", "torchref", "spconv", "minkowski"),
+    ("model", "width"): (1.0, 0.5),
+    ("eval", "distance_bins"): ("harness", "official"),
+    ("profile",): ("paper", "demo"),
+    ("data", "dataset"): ("semantickitti", "nuscenes"),
+}
+HASH_EXCLUDE = ("output_root",)
+
+
+def _suggest(name: str, options: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(options), n=3, cutoff=0.5)
+    return f" Did you mean: {', '.join(close)}?" if close else ""
+
+
+def _read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in seen:
+        raise InputError(path, "config 'base:' chain is circular", "remove the cycle")
+    if not path.is_file():
+        raise InputError(path, "config file not found", "check the path")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise InputError(path, f"not valid YAML ({err.__class__.__name__})", "fix the YAML syntax") from None
+    if not isinstance(data, dict):
+        raise InputError(path, "top level must be a mapping", "write 'section: {key: value}' entries")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    return _deep_merge(_read_yaml_chain(path.parent / base, seen + (path,)), data)
+
+
+def _deep_merge(base: dict, diff: dict) -> dict:
+    out = dict(base)
+    for key, value in diff.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise InputError(text, "override must look like section.key=value", "e.g. train.epochs=2")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+
+
+def _set_path(tree: dict, path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise InputError(".".join(path), f"{part!r} is not a section", "override a leaf key")
+    node[path[-1]] = value
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if annotation is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if annotation is bool and isinstance(value, bool):
+        return value
+    if annotation is str and isinstance(value, str):
+        return value
+    if origin is list and isinstance(value, list):
+        return [_coerce(v, args[0], where) for v in value] if args else value
+    if origin is dict and isinstance(value, dict):
+        return dict(value)
+    if annotation is Any:
+        return value
+    raise InputError(where, f"expected {getattr(annotation, '__name__', annotation)}, got {value!r}", "fix the value's type")
+
+
+def _build(cls: type, values: dict, prefix: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        where = f"{prefix}{key}"
+        if key not in fields:
+            raise InputError(where, f"unknown config key in section '{prefix.rstrip('.') or 'top level'}'.{_suggest(key, list(fields))}",
+                             f"valid keys: {', '.join(fields)}")
+        if dataclasses.is_dataclass(hints[key]):
+            if not isinstance(value, dict):
+                raise InputError(where, "expected a section (mapping)", f"write '{key}: {{...}}'")
+            kwargs[key] = _build(hints[key], value, f"{where}.")
+        else:
+            kwargs[key] = _coerce(value, hints[key], where)
+    return cls(**kwargs)
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check names against the registries and the fixed choices."""
+    for path, options in CHOICES.items():
+        node: Any = cfg
+        for part in path:
+            node = getattr(node, part)
+        if node not in options:
+            name = ".".join(path)
+            raise InputError(name, f"{node!r} is not one of {list(options)}.{_suggest(str(node), [str(o) for o in options])}",
+                             f"set {name} to one of the listed values")
+    from harness.backbones.base import BACKBONES
+
+    if cfg.model.backbone not in BACKBONES:
+        raise InputError("model.backbone", BACKBONES.unknown_message(cfg.model.backbone), "pick a registered backbone")
+    if cfg.distill.method is not None:
+        from harness.distill.base import DISTILLERS
+
+        if cfg.distill.method not in DISTILLERS:
+            raise InputError("distill.method", DISTILLERS.unknown_message(cfg.distill.method), "pick a registered method")
+        if not (cfg.distill.teacher_run or cfg.distill.teacher_checkpoint):
+            raise InputError("distill.teacher_run", "a distilled run needs a teacher", "set distill.teacher_run to the teacher's run directory")
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
+    """Defaults <- YAML chain <- overrides, validated."""
+    tree = _read_yaml_chain(Path(path)) if path else {}
+    for text in overrides:
+        keys, value = _parse_override(text)
+        _set_path(tree, keys, value)
+    return validate(_build(RunConfig, tree, ""))
+
+
+def config_to_dict(cfg: RunConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(tree: dict) -> RunConfig:
+    return validate(_build(RunConfig, tree, ""))
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def config_hash(cfg: RunConfig) -> str:
+    tree = config_to_dict(cfg)
+    for key in HASH_EXCLUDE:
+        tree.pop(key, None)
+    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def expand_env(value: str) -> str:
+    """Expand ``${VAR}``; an unset variable is an error naming it."""
+    def repl(match: re.Match) -> str:
+        var = match.group(1)
+        if var not in os.environ:
+            raise InputError(f"${{{var}}}", f"environment variable {var} is not set", f"export {var}=/path/to/dataset")
+        return os.environ[var]
+    return re.sub(r"\$\{(\w+)\}", repl, value)

@@ -1,0 +1,90 @@
+"""The distiller interface shared by PVD (``harness/distill/pvd.py``) and the baselines (``baselines/``).
+
+A distiller
+
+* declares the tap points it reads from the student and the teacher (``student_taps``,
+  ``teacher_taps``; names from :data:`harness.backbones.base.STANDARD_TAPS` or a backbone's own);
+* may own trainable modules (adapters, auto-encoders): they are ordinary submodules and the trainer
+  adds ``distiller.parameters()`` to the student's optimizer;
+* returns **unweighted**, named loss terms from ``forward(student, teacher, batch)``; the trainer
+  multiplies each by its coefficient (``coefficients``: term name -> weight, from the supplement's
+  Table 4 unless overridden), sums them with the segmentation loss and logs every term by name.
+
+Conventions: every spatial reduction is per scan (``batch.point_batch`` / ``batch.voxel_coords[:, 0]``);
+terms are computed in float32 even under AMP; teacher values carry no gradient.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+import torch
+import yaml
+from torch import nn
+
+from harness.backbones.base import BackboneInput
+from harness.distill.recorder import TapValue
+from harness.registry import Registry
+
+DISTILLERS: Registry[type["Distiller"]] = Registry("distillation method")
+DISTILLERS.register("pvd", "harness.distill.pvd:PVD")
+DISTILLERS.register("kd", "baselines.kd:KD")
+DISTILLERS.register("cd", "baselines.cd:CD")
+DISTILLERS.register("ifv", "baselines.ifv:IFV")
+DISTILLERS.register("skd", "baselines.skd:SKD")
+DISTILLERS.register("ka", "baselines.ka:KA")
+
+COEFFICIENT_FILE = Path(__file__).parent / "coefficients.yaml"
+
+
+@dataclass
+class DistillContext:
+    """Static facts a distiller may need at construction: backbone name, classes, channel widths."""
+
+    backbone: str
+    num_classes: int
+    student_channels: Mapping[str, int] = field(default_factory=dict)  # tap name -> feature width
+    teacher_channels: Mapping[str, int] = field(default_factory=dict)
+    class_frequency: torch.Tensor | None = None  # (num_classes,) training frequency per class
+
+
+class Distiller(nn.Module):
+    """Base class. Subclasses set ``student_taps``, ``teacher_taps`` and ``terms`` and implement ``forward``."""
+
+    student_taps: ClassVar[tuple[str, ...]] = ()
+    teacher_taps: ClassVar[tuple[str, ...]] = ()
+    terms: ClassVar[tuple[str, ...]] = ()  # names of the loss terms forward() returns
+    method: ClassVar[str] = ""
+
+    def __init__(self, context: DistillContext, coefficients: Mapping[str, float] | None = None, **options: Any) -> None:
+        super().__init__()
+        self.context = context
+        table = paper_coefficients(self.method, context.backbone) if self.method else {}
+        self.coefficients = {**table, **(dict(coefficients) if coefficients else {})}
+        unknown = set(self.coefficients) - set(self.terms)
+        if unknown:
+            raise KeyError(f"{self.method}: unknown coefficient(s) {sorted(unknown)}; terms are {list(self.terms)}")
+        self.coefficient_overrides = sorted(k for k in (coefficients or {}) if table.get(k) != coefficients[k])
+
+    def forward(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
+                batch: BackboneInput) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def pretrain(self, teacher: nn.Module, loader: Any) -> None:
+        """Optional pass on the frozen teacher before student training (e.g. KA's auto-encoder)."""
+
+
+def paper_coefficients(method: str, backbone: str) -> dict[str, float]:
+    """Coefficients from PVKD supplementary Table 4 for (method, backbone), keyed by term name."""
+    table = yaml.safe_load(COEFFICIENT_FILE.read_text())["coefficients"]
+    if method not in table:
+        raise KeyError(f"no coefficients for method {method!r}; known: {sorted(table)}")
+    family = BACKBONE_FAMILY.get(backbone, backbone)
+    if family not in table[method]:
+        raise KeyError(f"no {method} coefficients for backbone {backbone!r}; known: {sorted(table[method])}")
+    return {k: float(v) for k, v in table[method][family].items()}
+
+
+#: Table 4's column names: "SPVNAS" is SPVCNN (cr 1.0 teacher / 0.5 student), "MinkowskiNet" is MinkUNet
+BACKBONE_FAMILY = {"cylinder3d": "Cylinder3D", "spvcnn": "SPVNAS", "minkunet": "MinkowskiNet"}

@@ -1,0 +1,61 @@
+"""Checkpoints for exact resume: model, optimizer, scheduler, AMP scaler, distiller, epoch/step, RNG.
+
+Writes are atomic (temp file + rename), so a SIGKILL mid-write leaves the previous checkpoint intact.
+Loading uses ``torch.load(weights_only=True)``: every entry is a tensor, a number, a string or a
+container of those (RNG states are stored as uint8 tensors / plain lists).
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.errors import InputError
+from harness.io import atomic_path
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "python": list(random.getstate()[1]),  # Mersenne-Twister key, as plain ints
+        "python_pos": random.getstate()[2],
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate((3, tuple(int(x) for x in state["python"]), state["python_pos"]))
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, **entries: Any) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({**entries, "rng": rng_state()}, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "checkpoint not found", "train the run first or point at its checkpoints/last.pt")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated file, foreign pickle
+        raise InputError(path, f"cannot load checkpoint ({err.__class__.__name__}: {err})",
+                         "use a checkpoint written by harness train (plain tensors, weights_only)") from None
+
+
+def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Load the ``model`` entry of a harness checkpoint (or a bare state_dict), strictly, weights_only=True."""
+    state = load_checkpoint(path)
+    model.load_state_dict(state.get("model", state), strict=True)

@@ -1,0 +1,335 @@
+"""Supervised and distilled training with exact resume, DDP and run-store bookkeeping.
+
+One step (detectron2 / mmrazor ``SingleTeacherDistill`` order):
+
+1. the student runs on the batch inside its :class:`TapRecorder`;
+2. segmentation loss on the student's voxel logits (and point logits with a point head);
+3. distilled runs: the frozen teacher (eval, ``no_grad``, never DDP-wrapped) runs on the *same*
+   batch -- identical augmentation and voxelisation -- inside its recorder; the distiller returns
+   unweighted named terms, each multiplied by its coefficient;
+4. every term is logged by name; a non-finite total stops the run with a clear message and the last
+   good checkpoint kept.
+
+Resume restores model, optimizer, scheduler, AMP scaler, distiller, epoch/step and RNG states; the
+data order and augmentation are pure functions of (seed, epoch, position), so a resumed run reaches
+exactly the same weights as an uninterrupted one (on CPU with deterministic kernels).
+"""
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from harness.backbones.base import BACKBONES, BackboneInput, label_offset, learning_ids_to_targets, logits_to_learning_ids
+from harness.config.load import config_from_dict, config_hash, expand_env
+from harness.config.schema import ModelConfig, RunConfig
+from harness.data.labelmap import load_label_map
+from harness.distill.recorder import TapRecorder
+from harness.engine.checkpoint import load_checkpoint, load_model_weights, save_checkpoint, set_rng_state
+from harness.engine.data import build_loader, move
+from harness.engine.dist import DistInfo, all_reduce_sum, barrier, init_distributed
+from harness.engine.losses import segmentation_loss
+from harness.errors import InputError
+from harness.evaluate.runner import Accumulator
+from harness.runs.store import RunStore, run_dir_for
+from harness.sparse.selection import describe_backend, set_backend
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN/inf; the last good checkpoint is kept."""
+
+
+def build_model(model_cfg: ModelConfig, dataset: str = "semantickitti") -> nn.Module:
+    cls = BACKBONES.get(model_cfg.backbone)
+    kwargs: dict[str, Any] = {"width": model_cfg.width}
+    if model_cfg.backbone == "cylinder3d":
+        kwargs["legacy_spconv1_keys"] = model_cfg.legacy_spconv1_keys
+    model = cls(**kwargs)
+    set_backend(model, model_cfg.sparse_backend)
+    return model
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def load_teacher(cfg: RunConfig, device: torch.device) -> tuple[nn.Module, RunConfig, str]:
+    """The frozen teacher: its own resolved config and checkpoint (``distill.teacher_run`` or explicit files)."""
+    d = cfg.distill
+    if d.teacher_run:
+        run = Path(d.teacher_run)
+        config_file, ckpt = run / "config.yaml", run / "checkpoints" / "last.pt"
+    else:
+        if not d.teacher_config:
+            raise InputError("distill.teacher_config", "teacher_checkpoint needs teacher_config", "set both, or use teacher_run")
+        config_file, ckpt = Path(d.teacher_config), Path(d.teacher_checkpoint)
+    if not config_file.is_file():
+        raise InputError(config_file, "teacher config not found", "train the teacher first (harness train) or fix distill.teacher_run")
+    teacher_cfg = config_from_dict(yaml.safe_load(config_file.read_text()))
+    teacher = build_model(teacher_cfg.model, teacher_cfg.data.dataset)
+    set_backend(teacher, cfg.model.sparse_backend)
+    load_model_weights(teacher, ckpt)
+    teacher.to(device).eval().requires_grad_(False)
+    return teacher, teacher_cfg, str(config_file.parent)
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, resume: bool = False, device: str | None = None) -> None:
+        self.cfg = cfg
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.info: DistInfo = init_distributed(self.device.type)
+        self.store = RunStore(run_dir_for(cfg))
+        seed_everything(cfg.train.seed + self.info.rank)
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.label_map = load_label_map("nuscenes" if cfg.data.dataset == "nuscenes" else "semantickitti")
+        self.model = build_model(cfg.model, cfg.data.dataset).to(self.device)
+        if cfg.model.init_checkpoint:
+            load_model_weights(self.model, cfg.model.init_checkpoint)
+        self.offset = label_offset(self.model)
+        self.train_set, self.train_sampler, self.train_loader = build_loader(cfg, "train", self.info)
+        self.val_set, self.val_sampler, self.val_loader = build_loader(cfg, "val", self.info)
+        if len(self.train_set) == 0:
+            raise InputError(cfg.data.root, "the training split has no scans", "check data.root / data.train_sequences")
+        self.steps_per_epoch = len(self.train_loader)
+        if cfg.train.max_steps_per_epoch is not None:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.train.max_steps_per_epoch)
+
+        self.teacher = self.distiller = None
+        self.teacher_dir = None
+        if cfg.distill.method:
+            self.teacher, _, self.teacher_dir = load_teacher(cfg, self.device)
+            self.distiller = self._build_distiller().to(self.device)
+        params = list(self.model.parameters()) + (list(self.distiller.parameters()) if self.distiller else [])
+        self.optimizer = self._build_optimizer(params)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.amp = cfg.train.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.ddp_model: nn.Module = self.model
+        if self.info.distributed:
+            self.ddp_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)  # MinkUNet keeps unused point_transforms (official layout)
+        self.student_recorder = TapRecorder(self.model, self.distiller.student_taps) if self.distiller else None
+        self.teacher_recorder = TapRecorder(self.teacher, self.distiller.teacher_taps) if self.distiller else None
+
+        self.epoch = self.step_in_epoch = self.global_step = 0
+        if self.info.is_main:
+            self.store.prepare(cfg, resume=resume and self.store.checkpoint_path.is_file(), world_size=self.info.world_size,
+                               device=str(self.device))
+        barrier(self.info)
+        if resume and self.store.checkpoint_path.is_file():
+            self._restore(load_checkpoint(self.store.checkpoint_path))
+        elif self.distiller is not None:
+            self.distiller.pretrain(self.teacher, self.train_loader)
+
+    # ------------------------------------------------------------------ construction helpers
+    def _build_distiller(self):
+        from harness.distill.base import DISTILLERS, DistillContext
+
+        cls = DISTILLERS.get(self.cfg.distill.method)
+        batch = move(next(iter(self.train_loader)), self.device)
+        widths: dict[str, dict[str, int]] = {}
+        for name, net, taps in (("student", self.model, cls.student_taps), ("teacher", self.teacher, cls.teacher_taps)):
+            recorder = TapRecorder(net, taps)
+            with torch.no_grad(), recorder:
+                net(batch)
+            recorder.remove()
+            widths[name] = {tap: int(v.feats.shape[1]) for tap, v in recorder.values.items()}
+        context = DistillContext(backbone=self.cfg.model.backbone, num_classes=self.label_map.num_classes,
+                                 student_channels=widths["student"], teacher_channels=widths["teacher"],
+                                 class_frequency=torch.tensor(self.label_map.content, dtype=torch.float32))
+        return cls(context, coefficients=self.cfg.distill.coefficients, **self.cfg.distill.options)
+
+    def _build_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        if o.name == "adam":
+            return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+
+    def _lr_factor(self, step: int) -> float:
+        """Per-step LR multiplier: constant, or linear warm-up then cosine to 0 (spvnas ``cosine_schedule_with_warmup``)."""
+        o = self.cfg.optim
+        if o.scheduler == "constant":
+            return 1.0
+        total = max(1, self.cfg.train.epochs * self.steps_per_epoch)
+        warmup = int(o.warmup_epochs * self.steps_per_epoch)
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint(self) -> None:
+        if self.info.is_main:
+            save_checkpoint(
+                self.store.checkpoint_path, model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+                scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
+                distiller=self.distiller.state_dict() if self.distiller else {},
+                epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
+                config_hash=config_hash(self.cfg))
+        barrier(self.info)
+
+    def _restore(self, state: dict) -> None:
+        if state.get("config_hash") != config_hash(self.cfg):
+            raise InputError(self.store.checkpoint_path, "checkpoint belongs to a different config", "resume with the run's own config")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.distiller is not None:
+            self.distiller.load_state_dict(state["distiller"])
+        self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        set_rng_state(state["rng"])
+        if self.info.is_main:
+            self.store.truncate_log(self.global_step)
+
+    # ------------------------------------------------------------------ training
+    def _segmentation_terms(self, out, batch: BackboneInput) -> dict[str, torch.Tensor]:
+        lc = self.cfg.loss
+        terms = {}
+        vt = learning_ids_to_targets(batch.voxel_labels, self.offset)
+        for k, v in segmentation_loss(out.voxel_logits, vt, lc.cross_entropy, lc.lovasz).items():
+            terms[f"seg.voxel_{k}"] = v
+        if lc.point_loss and getattr(self.model, "has_point_head", False):
+            pt = learning_ids_to_targets(batch.point_labels, self.offset)
+            for k, v in segmentation_loss(out.point_logits, pt, lc.cross_entropy, lc.lovasz).items():
+                terms[f"seg.point_{k}"] = v
+        return terms
+
+    def _weights(self) -> dict[str, float]:
+        lc = self.cfg.loss
+        w = {"seg.voxel_ce": lc.cross_entropy, "seg.voxel_lovasz": lc.lovasz,
+             "seg.point_ce": lc.cross_entropy, "seg.point_lovasz": lc.lovasz}
+        if self.distiller is not None:
+            w.update({f"distill.{k}": float(v) for k, v in self.distiller.coefficients.items()})
+        return w
+
+    def train_step(self, batch: BackboneInput) -> dict[str, float]:
+        self.ddp_model.train()
+        if self.distiller is not None:
+            self.distiller.train()
+        with torch.autocast(self.device.type, enabled=self.amp):
+            if self.student_recorder is not None:
+                with self.student_recorder:
+                    out = self.ddp_model(batch)
+            else:
+                out = self.ddp_model(batch)
+            terms = self._segmentation_terms(out, batch)
+            if self.distiller is not None:
+                with torch.no_grad(), self.teacher_recorder:
+                    self.teacher(batch)
+                with torch.autocast(self.device.type, enabled=False):  # loss terms in float32
+                    for k, v in self.distiller(self.student_recorder.values, self.teacher_recorder.values, batch).items():
+                        terms[f"distill.{k}"] = v
+        weights = self._weights()
+        total = sum(weights.get(k, 1.0) * v.float() for k, v in terms.items())
+        values = {k: float(v.detach()) for k, v in terms.items()}
+        values["total"] = float(total.detach())
+        if not math.isfinite(values["total"]):
+            raise TrainingDiverged(
+                f"non-finite loss at epoch {self.epoch} step {self.global_step}: {values}. "
+                f"The last good checkpoint is kept at {self.store.checkpoint_path}; lower optim.lr or enable optim.grad_clip")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if self.cfg.optim.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], self.cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        values["lr"] = self.optimizer.param_groups[0]["lr"]
+        return values
+
+    def fit(self) -> dict:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        while self.epoch < cfg.train.epochs:
+            skip = self.step_in_epoch * cfg.train.batch_size
+            self.train_sampler.set_epoch(self.epoch, skip=skip)
+            self.train_set.set_epoch(self.epoch)
+            bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}",
+                       disable=not self.info.is_main, leave=False)
+            for batch in self.train_loader:
+                if self.step_in_epoch >= self.steps_per_epoch:
+                    break
+                values = self.train_step(move(batch, self.device))
+                self.step_in_epoch += 1
+                self.global_step += 1
+                bar.update(1)
+                if self.info.is_main:
+                    self.store.append_log({"epoch": self.epoch, "step": self.global_step, **values})
+                    if self.global_step % cfg.train.log_every == 0:
+                        bar.set_postfix(loss=f"{values['total']:.4f}")
+                if cfg.train.checkpoint_steps and self.global_step % cfg.train.checkpoint_steps == 0:
+                    self._checkpoint()
+            bar.close()
+            self.epoch += 1
+            self.step_in_epoch = 0
+            self._checkpoint()
+        return self.finish()
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> Accumulator:
+        from tqdm import tqdm
+
+        self.model.eval()
+        convention = "nuscenes" if self.cfg.data.dataset == "nuscenes" else "semantickitti"
+        acc = Accumulator(self.label_map, convention)
+        for batch in tqdm(self.val_loader, desc="eval", disable=not self.info.is_main, leave=False):
+            batch = move(batch, self.device)
+            pred = logits_to_learning_ids(self.model(batch).point_logits, self.offset).cpu().numpy()
+            if convention == "nuscenes":  # the devkit forbids predicting the ignored class
+                pred = np.maximum(pred, 1)
+            gt = batch.point_labels.cpu().numpy()
+            xyz = batch.point_xyz.cpu().numpy()
+            owner = batch.point_batch.cpu().numpy()
+            for b in range(batch.batch_size):
+                m = owner == b
+                acc.add(xyz[m], gt[m], pred[m])
+        counts = torch.from_numpy(acc.counts)
+        all_reduce_sum(counts, self.info)
+        acc.counts = counts.numpy()
+        for mode, arr in acc.by_distance.items():
+            t = torch.from_numpy(arr)
+            all_reduce_sum(t, self.info)
+            acc.by_distance[mode] = t.numpy()
+        stats = torch.tensor([acc.num_scans, acc.num_points], dtype=torch.int64)
+        all_reduce_sum(stats, self.info)
+        acc.num_scans, acc.num_points = int(stats[0]), int(stats[1])
+        return acc
+
+    def finish(self) -> dict:
+        acc = self.evaluate()
+        metrics = acc.result()
+        if not self.info.is_main:
+            return metrics
+        from harness.profiling.model import count_macs
+
+        first = move(next(iter(self.val_loader)), self.device) if len(self.val_set) else None
+        macs = count_macs(self.model, first)["total"] if first is not None else None
+        metrics.pop("schema_version", None)
+        metrics.update({
+            "config_hash": config_hash(self.cfg), "run": self.cfg.name, "seed": self.cfg.train.seed,
+            "profile": self.cfg.profile, "backbone": self.cfg.model.backbone, "width": self.cfg.model.width,
+            "method": self.cfg.distill.method, "teacher_run": self.teacher_dir,
+            "coefficients": dict(self.distiller.coefficients) if self.distiller else {},
+            "coefficient_overrides": list(self.distiller.coefficient_overrides) if self.distiller else [],
+            "params": int(sum(p.numel() for p in self.model.parameters())),
+            "macs_first_val_batch": macs, "sparse_backend": describe_backend(self.model, self.device),
+            "legacy_spconv1_keys": getattr(self.model, "legacy_spconv1_keys", None),
+            "epochs": self.cfg.train.epochs, "global_steps": self.global_step, "eval_level": "point",
+        })
+        self.store.write_confusion(acc.counts, acc.by_distance)
+        self.store.write_metrics(metrics)
+        return metrics
