@@ -94,9 +94,24 @@ class ResumableSampler(Sampler[int]):
         return len(self.inner) - self.skip
 
 
-def build_loader(cfg: RunConfig, split: str, info: DistInfo) -> tuple[VoxelScanDataset, ResumableSampler, DataLoader]:
+class EvalShardSampler(Sampler[int]):
+    """Rank ``r`` of ``w`` evaluates scans ``r, r + w, ...``: no padding, so summed confusion counts
+    cover every scan exactly once (DistributedSampler pads by repeating scans)."""
+
+    def __init__(self, dataset: Dataset, info: DistInfo) -> None:
+        self.indices = list(range(info.rank, len(dataset), info.world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def build_loader(cfg: RunConfig, split: str, info: DistInfo) -> tuple[VoxelScanDataset, Sampler, DataLoader]:
     dataset = VoxelScanDataset(cfg, split)
-    sampler = ResumableSampler(dataset, info, shuffle=split == "train", seed=cfg.train.seed)
+    sampler: Sampler = (ResumableSampler(dataset, info, shuffle=True, seed=cfg.train.seed) if split == "train"
+                        else EvalShardSampler(dataset, info))
     loader = DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler, collate_fn=collate,
                         num_workers=cfg.data.num_workers, drop_last=False)
     return dataset, sampler, loader
