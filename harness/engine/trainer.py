@@ -16,6 +16,7 @@ exactly the same weights as an uninterrupted one (on CPU with deterministic kern
 """
 from __future__ import annotations
 
+import inspect
 import math
 import random
 from pathlib import Path
@@ -147,7 +148,10 @@ class Trainer:
         context = DistillContext(backbone=self.cfg.model.backbone, num_classes=self.label_map.num_classes,
                                  student_channels=widths["student"], teacher_channels=widths["teacher"],
                                  class_frequency=torch.tensor(self.label_map.content, dtype=torch.float32))
-        return cls(context, coefficients=self.cfg.distill.coefficients, **self.cfg.distill.options)
+        options = dict(self.cfg.distill.options)
+        if "seed" in inspect.signature(cls.__init__).parameters and "seed" not in options:
+            options["seed"] = self.cfg.train.seed + self.info.rank  # each rank samples its own supervoxels
+        return cls(context, coefficients=self.cfg.distill.coefficients, **options)
 
     def _build_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
         o = self.cfg.optim
@@ -240,6 +244,7 @@ class Trainer:
                 f"The last good checkpoint is kept at {self.store.checkpoint_path}; lower optim.lr or enable optim.grad_clip")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
+        self._sync_distiller_grads()
         if self.cfg.optim.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], self.cfg.optim.grad_clip)
@@ -248,6 +253,20 @@ class Trainer:
         self.scheduler.step()
         values["lr"] = self.optimizer.param_groups[0]["lr"]
         return values
+
+    def _sync_distiller_grads(self) -> None:
+        """Average the distiller's trainable modules' (adapters, auto-encoders) gradients over ranks.
+
+        Only the student is DDP-wrapped; without this the adapters of different ranks would drift apart.
+        """
+        if self.distiller is None or not self.info.distributed:
+            return
+        for p in self.distiller.parameters():
+            if p.requires_grad:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                all_reduce_sum(p.grad, self.info)
+                p.grad /= self.info.world_size
 
     def fit(self) -> dict:
         from tqdm import tqdm

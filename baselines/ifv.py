@@ -1,0 +1,106 @@
+"""IFV: intra-class feature variation distillation.
+
+Paper: Yukang Wang, Wei Zhou, Tao Jiang, Xiang Bai, Yongchao Xu, "Intra-class Feature Variation
+Distillation for Semantic Segmentation", ECCV 2020 (IFVD). Official code: YukangWang/IFVD
+``utils/criterion.py`` (``CriterionIFV``). PVD coefficient (PVKD supplement Table 4): ``ifv``.
+
+As implemented, with f the (R, C) penultimate features of the R sites of a batch, y_i their
+labels (0 = ignore), s_i their scan, L_b = {i : s_i = b, y_i != 0} the labelled sites of scan b
+and B' the scans with labelled sites::
+
+    p_{b,k} = (1 / |{i in L_b : y_i = k}|) * sum_{i in L_b, y_i = k} f_i   (prototype per scan and class)
+    M_i     = cos(f_i, p_{s_i, y_i})                                        (i labelled)
+    L_ifv   = (1/|B'|) * sum_{b in B'} (1/|L_b|) * sum_{i in L_b} (M_i^S - M_i^T)^2
+
+Teacher and student each build their own map from their own features, so widths may differ and
+no adapter is needed. Prototypes are per scan (IFVD sums over each image's spatial dimensions);
+the student's prototypes keep their gradient, as in IFVD.
+
+Readings (spec ``baselines-kd.md`` §3.3, open items 2 and 4):
+
+* **[D]** the IFV term alone; IFVD and CIRKD also add KD and an adversarial term, but PVD lists a
+  single IFV coefficient (add the :class:`baselines.kd.KD` distiller for IFV + KD).
+* **[R]** the mean is over labelled sites only. IFVD keeps ignored pixels in its MSE denominator
+  (each contributes 0, since such a pixel is its own "prototype"); that would make the term
+  depend on how much of a scan is unlabelled.
+* **[D]** the harness's batch convention (:func:`harness.distill.losses.per_scan_mean`): mean
+  over a scan's labelled sites, then over scans -- a batch of two scans gives the plain mean of
+  the two single-scan values (IFVD's MSE over a batch of equal-sized images is the same thing).
+* **[D]** ``level = "voxel"``: penultimate voxel features with voxel labels (Cylinder3D's
+  majority labels; the cubic grid's representative-point labels), i.e. labels at feature
+  resolution as IFVD's nearest downsampling; ``"point"``: point features with point labels.
+* A class absent from a scan has no prototype and no sites; ``eps`` = 1e-8 in the cosine
+  (``nn.CosineSimilarity`` default, as IFVD).
+
+Computed in float32; teacher features are detached.
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from baselines.nodes import ALL_LEVEL_TAPS, Level, check_level, gather_sites
+from harness.backbones.base import BackboneInput
+from harness.distill.base import DistillContext, Distiller
+from harness.distill.losses import per_scan_mean
+from harness.distill.recorder import TapValue
+from harness.sparse.point_ops import scatter_mean
+
+
+def prototype_cosine(feats: torch.Tensor, group: torch.Tensor, num_groups: int, eps: float = 1e-8) -> torch.Tensor:
+    """Cosine of each row to the mean of its group: (R, C), (R,) ids in ``[0, num_groups)`` -> (R,), float32."""
+    feats = feats.float()
+    prototypes = scatter_mean(feats, group, num_groups)
+    return F.cosine_similarity(feats, prototypes.index_select(0, group), dim=1, eps=eps)
+
+
+def ifv_loss(student_feats: torch.Tensor, teacher_feats: torch.Tensor, labels: torch.Tensor,
+             scan: torch.Tensor, num_scans: int, ignore_label: int = 0) -> torch.Tensor:
+    """L_ifv over (R, C_s), (R, C_t) site features with (R,) labels and scans in ``[0, num_scans)``."""
+    labelled = labels != ignore_label
+    if not bool(labelled.any()):
+        return student_feats.float().sum() * 0.0
+    f_s, f_t = student_feats[labelled], teacher_feats.detach()[labelled]
+    y, b = labels[labelled], scan[labelled]
+    keys, group = torch.unique(b * (int(y.max()) + 1) + y, return_inverse=True)  # one group per (scan, class)
+    variation = prototype_cosine(f_s, group, keys.shape[0]) - prototype_cosine(f_t, group, keys.shape[0])
+    return per_scan_mean(variation ** 2, b, num_scans)
+
+
+class IFV(Distiller):
+    """IFVD's intra-class feature variation term on penultimate features (module docstring). Term: ``ifv``.
+
+    Args:
+        context: backbone name (coefficients), classes.
+        coefficients: overrides of Table 4's ``{"ifv": ...}``.
+        level: ``"voxel"`` (default) or ``"point"``; the batch must carry labels at that level.
+        ignore_label: label of unlabelled sites (default 0, the harness's ignore id).
+    """
+
+    method: ClassVar[str] = "ifv"
+    terms: ClassVar[tuple[str, ...]] = ("ifv",)
+    student_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS  # an instance reads only its level's features
+    teacher_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS
+
+    def __init__(self, context: DistillContext, coefficients: Mapping[str, float] | None = None, *,
+                 level: Level = "voxel", ignore_label: int = 0) -> None:
+        super().__init__(context, coefficients)
+        self.level = check_level(level)
+        self.ignore_label = int(ignore_label)
+        self.feature_tap = f"{level}_features"
+        self.student_taps = self.teacher_taps = (self.feature_tap,)  # type: ignore[misc]
+
+    def forward(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
+                batch: BackboneInput) -> dict[str, torch.Tensor]:
+        f_s = student[self.feature_tap].feats
+        sites = gather_sites(self.level, batch, f_s.shape[0], f_s.device)
+        if sites.labels is None:
+            raise ValueError(f"IFV needs {self.level} labels in the batch (BackboneInput.{self.level}_labels)")
+        loss = ifv_loss(sites.take(f_s), sites.take(teacher[self.feature_tap].feats), sites.labels, sites.scan,
+                        sites.num_scans, self.ignore_label)
+        return {"ifv": loss}
+
+    def extra_repr(self) -> str:
+        return f"level={self.level!r}, ignore_label={self.ignore_label}"

@@ -1,0 +1,100 @@
+"""KD: vanilla knowledge distillation on the output logits of every site.
+
+Paper: Geoffrey Hinton, Oriol Vinyals, Jeff Dean, "Distilling the Knowledge in a Neural Network",
+NIPS 2014 Deep Learning Workshop, arXiv 1503.02531 (2015). PVD's "KD" row (PVKD supplement,
+Table 1; coefficient ``kd`` of Table 4: 0.2 Cylinder3D, 0.1 SPVNAS, 0.2 MinkowskiNet).
+
+As implemented, with z^S, z^T the (R, K) student / teacher logits of the R sites of a batch,
+S_b the sites of scan b and B' the scans that have sites::
+
+    p_i^T = softmax(z_i^T / T),   log p_i^S = log_softmax(z_i^S / T)
+    KL_i  = T^2 * sum_k p_ik^T (log p_ik^T - log p_ik^S)                      (KL(p^T || p^S))
+    L_kd  = (1/|B'|) * sum_{b in B'} (1/|S_b|) * sum_{i in S_b} KL_i
+
+Readings (spec ``baselines-kd.md`` §3.1, open items 3-4):
+
+* **[D]** ``temperature = 1`` (the segmentation codebases IFVD / CIRKD; Hinton's classification
+  setting is 4), configurable; the T^2 factor keeps gradient scale across T (Hinton §2).
+* **[D]** ``level = "voxel"``: the sites are each backbone's native output sites -- Cylinder3D's
+  non-empty cylindrical voxels (its training labels are voxel labels), SPVCNN's point-branch rows
+  (one representative point per voxel) and MinkUNet's stride-1 voxels. ``level = "point"`` uses
+  the ``point_logits`` of every input point instead (for SPVCNN / MinkUNet and Cylinder3D without
+  point refinement that is voxel KD weighted by points per voxel); points of voxels dropped by
+  the cubic grid's cap are left out.
+* **[R]** all sites count, labelled or not (the teacher supplies the targets).
+* **[D]** the harness's batch convention (:func:`harness.distill.losses.per_scan_mean`): the mean
+  over sites is taken per scan, then over scans, so a batch of two scans gives the plain mean of
+  the two single-scan values whatever their sizes (for equal-sized images, as in the 2-D
+  codebases, this is their per-pixel batch mean).
+* **[D]** every logit is kept (``ignore_logit = None``); ``ignore_logit = 0`` drops Cylinder3D's
+  ignored-class logit before both softmaxes (SPVCNN / MinkUNet heads have no such logit).
+* KL rather than the soft cross-entropy of some codebases: same gradient, but 0 at p^S = p^T.
+
+Computed in float32 whatever the autocast dtype; the teacher's logits are detached.
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Mapping
+
+import torch
+
+from baselines.nodes import ALL_LEVEL_TAPS, Level, check_level, gather_sites
+from harness.backbones.base import BackboneInput
+from harness.distill.base import DistillContext, Distiller
+from harness.distill.losses import kl_divergence, per_scan_mean
+from harness.distill.recorder import TapValue
+
+
+def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Per-site ``T^2 * KL(softmax(z^T/T) || softmax(z^S/T))``: (R, K), (R, K) -> (R,), float32, teacher detached."""
+    return kl_divergence(student_logits.float(), teacher_logits.detach().float(), temperature)
+
+
+def drop_logit(logits: torch.Tensor, index: int | None) -> torch.Tensor:
+    """``logits`` without column ``index`` (None: unchanged)."""
+    if index is None:
+        return logits
+    keep = [k for k in range(logits.shape[1]) if k != index % logits.shape[1]]
+    return logits[:, keep]
+
+
+class KD(Distiller):
+    """Hinton KD on per-site logits (module docstring). Term: ``kd``.
+
+    Args:
+        context: backbone name (coefficients), classes, channel widths.
+        coefficients: overrides of Table 4's ``{"kd": ...}``.
+        temperature: softmax temperature T (default 1).
+        level: ``"voxel"`` (default) or ``"point"`` logits.
+        ignore_logit: logit column dropped before the softmax, or None (default: keep all).
+
+    ``forward`` reads ``{level}_logits`` (R, K) from both networks and returns ``{"kd": scalar}``.
+    """
+
+    method: ClassVar[str] = "kd"
+    terms: ClassVar[tuple[str, ...]] = ("kd",)
+    student_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS  # an instance reads only its level's logits
+    teacher_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS
+
+    def __init__(self, context: DistillContext, coefficients: Mapping[str, float] | None = None, *,
+                 temperature: float = 1.0, level: Level = "voxel", ignore_logit: int | None = None) -> None:
+        super().__init__(context, coefficients)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+        self.level = check_level(level)
+        self.ignore_logit = ignore_logit
+        self.logit_tap = f"{level}_logits"
+        self.student_taps = self.teacher_taps = (self.logit_tap,)  # type: ignore[misc]
+
+    def forward(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
+                batch: BackboneInput) -> dict[str, torch.Tensor]:
+        z_s = student[self.logit_tap].feats
+        z_t = teacher[self.logit_tap].feats
+        sites = gather_sites(self.level, batch, z_s.shape[0], z_s.device)
+        kl = soft_kl(drop_logit(sites.take(z_s), self.ignore_logit),
+                     drop_logit(sites.take(z_t), self.ignore_logit), self.temperature)
+        return {"kd": per_scan_mean(kl, sites.scan, sites.num_scans)}
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, level={self.level!r}, ignore_logit={self.ignore_logit}"
