@@ -22,12 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.sparse.hashing import (
-    SortedKeyIndex,
-    coords_to_keys,
-    keys_to_coords,
-    offset_to_key_delta,
-)
+from harness.sparse.hashing import SortedKeyIndex, coords_to_keys, keys_to_coords, offset_to_key_delta
 
 Triple = tuple[int, int, int]
 
@@ -121,7 +116,11 @@ class KernelMap:
 
 
 def _segments_from_parts(parts: list[tuple[int, torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, tuple]:
-    """Concatenate per-offset (offset, in_rows, out_rows) parts and index them by segment."""
+    """Concatenate per-offset (offset, in_rows, out_rows) parts and index them by segment.
+
+    Offsets without pairs get no segment (saves three empty kernel calls each in the conv).
+    """
+    parts = [part for part in parts if part[1].shape[0] > 0]
     if not parts:
         empty = torch.zeros(0, dtype=torch.long)
         return empty, empty, ()
@@ -156,17 +155,20 @@ def build_submanifold_map(
         raise ValueError(f"submanifold conv needs odd kernel sizes, got {kernel_size}")
     radius = [k // 2 for k in kernel_size]
     margin = max(radius)
-    keys = coords_to_keys(coords, spatial_shape, batch_size, margin)
-    index = SortedKeyIndex(keys)
+    index = SortedKeyIndex(coords_to_keys(coords, spatial_shape, batch_size, margin))
+    sorted_keys, order = index.sorted_keys, index.order
+    last = max(int(sorted_keys.shape[0]) - 1, 0)
     offsets = kernel_offsets(kernel_size)
     volume = len(offsets)
     centre = volume // 2
     found_pairs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     for k in range(centre):
         shift = [offsets[k][d] - radius[d] for d in range(3)]
-        found, rows = index.lookup(keys + offset_to_key_delta(shift, spatial_shape, margin))
-        out_rows = found.nonzero().squeeze(1)
-        in_rows = rows[out_rows]
+        # query with the sorted keys shifted by a constant: sorted queries search ~2x faster
+        query = sorted_keys + offset_to_key_delta(shift, spatial_shape, margin)
+        position = torch.searchsorted(sorted_keys, query).clamp_(max=last)
+        hit = (sorted_keys[position] == query).nonzero().squeeze(1)
+        in_rows, out_rows = order[position[hit]], order[hit]
         found_pairs[k] = (in_rows, out_rows)
         found_pairs[volume - 1 - k] = (out_rows, in_rows)  # mirrored offset
     parts = [(k, *found_pairs[k]) for k in range(volume) if k != centre]
@@ -199,21 +201,29 @@ def build_strided_map(
     stride = as_triple(stride, "stride")
     padding = as_triple(padding, "padding")
     out_shape = conv_output_size(spatial_shape, kernel_size, stride, padding)
-    device = coords.device
     cells = coords[:, 1:].long()
-    batch = coords[:, 0].long()
-    stride_t = torch.tensor(stride, device=device)
-    out_shape_t = torch.tensor(out_shape, device=device)
-    shifted = cells + torch.tensor(padding, device=device)  # x + p
+    # Per dimension d and kernel position k_d: output cell o_d = (x_d + p_d - k_d) / s_d and
+    # whether it is exact and inside the grid; an offset is valid where all three are.
+    out_cell: list[list[torch.Tensor]] = []
+    valid: list[list[torch.Tensor]] = []
+    for d in range(3):
+        numerator = cells[:, d] + padding[d]
+        out_cell.append([])
+        valid.append([])
+        for k_d in range(kernel_size[d]):
+            cell = torch.div(numerator - k_d, stride[d], rounding_mode="floor")
+            out_cell[d].append(cell)
+            valid[d].append((cell * stride[d] == numerator - k_d) & (cell >= 0) & (cell < out_shape[d]))
+    _, s1, s2 = out_shape
+    if batch_size * out_shape[0] * s1 * s2 >= 2**62:
+        raise OverflowError(f"output grid {out_shape} x batch {batch_size} too large for int64 keys")
+    batch_major = coords[:, 0].long() * out_shape[0]
     in_parts, key_parts, offset_ids = [], [], []
-    for k, offset in enumerate(kernel_offsets(kernel_size)):
-        numerator = shifted - torch.tensor(offset, device=device)
-        out_cell = torch.div(numerator, stride_t, rounding_mode="floor")
-        valid = ((out_cell * stride_t == numerator) & (out_cell >= 0) & (out_cell < out_shape_t)).all(dim=1)
-        in_rows = valid.nonzero().squeeze(1)
-        candidate = torch.cat((batch[in_rows, None], out_cell[in_rows]), dim=1)
+    for k, (k0, k1, k2) in enumerate(kernel_offsets(kernel_size)):
+        in_rows = (valid[0][k0] & valid[1][k1] & valid[2][k2]).nonzero().squeeze(1)
+        key = ((batch_major[in_rows] + out_cell[0][k0][in_rows]) * s1 + out_cell[1][k1][in_rows]) * s2
         in_parts.append(in_rows)
-        key_parts.append(coords_to_keys(candidate, out_shape, batch_size))
+        key_parts.append(key + out_cell[2][k2][in_rows])  # = coords_to_keys(..., out_shape, margin=0)
         offset_ids.append(k)
     all_keys = torch.cat(key_parts)
     out_keys, out_rows_all = torch.unique(all_keys, sorted=True, return_inverse=True)
@@ -224,7 +234,6 @@ def build_strided_map(
         size = in_rows.shape[0]
         parts.append((k, in_rows, out_rows_all[start : start + size]))
         start += size
-    parts = [p for p in parts if p[1].shape[0] > 0]
     in_rows, out_rows, segments = _segments_from_parts(parts)
     kernel_map = KernelMap(kernel_size, int(coords.shape[0]), int(out_coords.shape[0]), in_rows, out_rows, segments)
     return kernel_map, out_coords, out_shape

@@ -59,6 +59,10 @@ class DownsampleRecord:
 class SparseCache:
     """State shared by all tensors that descend from one network input.
 
+    Several networks may consume the same input tensor (teacher and student in KD): a conv
+    whose ``indice_key`` or geometry already has a map on the same voxels reuses it, so the
+    second network builds no kernel maps; a key reused with another geometry raises.
+
     Attributes:
         kernel_maps: backend-owned kernel maps; each backend namespaces its keys with its own
             name, e.g. ``("torchref", "key", "down2")`` or ``("torchref", "subm", stride, ks)``.

@@ -1,0 +1,60 @@
+"""Sparse backends: forward + backward of a Cylinder3D-like UNet block on a LiDAR-like input.
+
+Input: ~20k voxels from a contiguous azimuth sector of a synthetic 64-beam scan on
+Cylinder3D's 480 x 360 x 32 cylindrical grid (:mod:`harness.sparse.synthetic`), 32 input
+channels, fp32, batch-norm in train mode; model :class:`harness.sparse.testing.MiniCylinderUNet`
+(847,380 parameters). One round = new network input (kernel maps rebuilt, as for every new
+scan) + forward + backward. Target: torchref no slower than spconv-cu126 (algo=Native) on CPU.
+
+    pytest tests/benchmarks/test_bench_sparse.py --benchmark-group-by=group
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from harness.sparse import SparseTensor, backend_available, set_backend
+from harness.sparse.synthetic import lidar_sector_coords
+from harness.sparse.testing import MiniCylinderUNet
+
+NUM_VOXELS = 20_000
+CHANNELS = 32
+
+pytestmark = [pytest.mark.slow, pytest.mark.benchmark(group="sparse-unet-block")]
+
+
+@pytest.fixture(scope="module")
+def unet_case() -> tuple[MiniCylinderUNet, torch.Tensor, torch.Tensor, tuple[int, int, int]]:
+    torch.manual_seed(0)
+    coords, spatial_shape = lidar_sector_coords(NUM_VOXELS, batch_size=1, seed=0)
+    feats = torch.randn(coords.shape[0], CHANNELS)
+    model = MiniCylinderUNet(in_channels=CHANNELS, width=32, num_classes=20).train()
+    return model, feats, coords, spatial_shape
+
+
+def _forward_backward(model: MiniCylinderUNet, feats: torch.Tensor, coords: torch.Tensor, spatial_shape) -> None:
+    x = SparseTensor.from_coords(feats, coords, spatial_shape, batch_size=1)
+    loss = model(x).feats.square().mean()
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+
+
+def _run(benchmark, unet_case, backend: str) -> None:
+    model, feats, coords, spatial_shape = unet_case
+    set_backend(model, backend)
+    benchmark.extra_info.update(backend=backend, voxels=int(coords.shape[0]), channels=CHANNELS, threads=torch.get_num_threads())
+    benchmark.pedantic(_forward_backward, args=(model, feats, coords, spatial_shape), rounds=7, warmup_rounds=1, iterations=1)
+
+
+def test_torchref_unet_block_forward_backward(benchmark, unet_case) -> None:
+    _run(benchmark, unet_case, "torchref")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("spconv") is None, reason="spconv-cu126 not installed")
+def test_spconv_native_unet_block_forward_backward(benchmark, unet_case) -> None:
+    if not backend_available("spconv"):
+        pytest.skip("spconv is installed but does not import (or is the refused CPU-only wheel)")
+    _run(benchmark, unet_case, "spconv")

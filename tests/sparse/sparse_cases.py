@@ -1,0 +1,84 @@
+"""Shared inputs and brute-force references for the sparse tests (numpy, independent of the code under test)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+
+
+def random_voxels(
+    spatial_shape: tuple[int, int, int], batch_size: int, fill: float, seed: int
+) -> torch.Tensor:
+    """(N, 4) int32 unique coords: each grid cell of each sample active with probability ``fill``, rows shuffled."""
+    rng = np.random.default_rng(seed)
+    active = rng.random((batch_size, *spatial_shape)) < fill
+    coords = np.argwhere(active)
+    coords = coords[rng.permutation(coords.shape[0])]
+    return torch.from_numpy(coords.astype(np.int32))
+
+
+def brute_force_strided_pairs(
+    coords: np.ndarray,
+    spatial_shape: tuple[int, int, int],
+    kernel_size: tuple[int, int, int],
+    stride: tuple[int, int, int],
+    padding: tuple[int, int, int],
+) -> tuple[set[tuple[int, int, int, int]], set[tuple[tuple[int, ...], tuple[int, ...], int]], tuple[int, int, int]]:
+    """Enumerate every output cell o and offset k; input cell x = o*s - p + k (spconv rule).
+
+    Returns (active output coords, {(input coord, output coord, offset index)}, output grid).
+    """
+    out_shape = tuple((n + 2 * p - k) // s + 1 for n, k, s, p in zip(spatial_shape, kernel_size, stride, padding))
+    active = {tuple(int(v) for v in row) for row in coords}
+    batches = sorted({row[0] for row in active})
+    offsets = list(itertools.product(*(range(k) for k in kernel_size)))
+    outputs, pairs = set(), set()
+    for b in batches:
+        for o in itertools.product(*(range(n) for n in out_shape)):
+            for k_index, k in enumerate(offsets):
+                x = tuple(o[d] * stride[d] - padding[d] + k[d] for d in range(3))
+                if (b, *x) in active:
+                    outputs.add((b, *o))
+                    pairs.add(((b, *x), (b, *o), k_index))
+    return outputs, pairs, out_shape  # type: ignore[return-value]
+
+
+def brute_force_submanifold_pairs(
+    coords: np.ndarray, kernel_size: tuple[int, int, int]
+) -> set[tuple[tuple[int, ...], tuple[int, ...], int]]:
+    """{(input coord, output coord, offset index)} with input = output + (k - ks // 2), all voxel pairs tested."""
+    offsets = list(itertools.product(*(range(k) for k in kernel_size)))
+    radius = [k // 2 for k in kernel_size]
+    active = {tuple(int(v) for v in row) for row in coords}
+    pairs = set()
+    for out in active:
+        for k_index, k in enumerate(offsets):
+            x = (out[0], *(out[1 + d] + k[d] - radius[d] for d in range(3)))
+            if x in active:
+                pairs.add((x, out, k_index))
+    return pairs
+
+
+def kernel_map_as_coord_triples(kernel_map, in_coords: torch.Tensor, out_coords: torch.Tensor) -> set:
+    """A KernelMap's pairs as {(input coord, output coord, offset index)}, identity pairs included."""
+    triples = set()
+    in_list = in_coords.tolist()
+    out_list = out_coords.tolist()
+    in_rows = kernel_map.in_rows.tolist()
+    out_rows = kernel_map.out_rows.tolist()
+    for offset, start, end in kernel_map.segments:
+        for i, o in zip(in_rows[start:end], out_rows[start:end]):
+            triples.add((tuple(in_list[i]), tuple(out_list[o]), offset))
+    if kernel_map.identity_offset is not None:
+        for row in in_list:
+            triples.add((tuple(row), tuple(row), kernel_map.identity_offset))
+    return triples
+
+
+def rows_sorted_by_coords(coords: torch.Tensor) -> torch.Tensor:
+    """Permutation sorting (N, 4) coords lexicographically, to compare backends with different row orders."""
+    c = coords.long()
+    keys = ((c[:, 0] * 4096 + c[:, 1]) * 4096 + c[:, 2]) * 4096 + c[:, 3]
+    return torch.argsort(keys)
