@@ -8,6 +8,8 @@
   Where the wanted value is not already a module output, the backbone routes it through a
   :class:`TapPoint` (an identity module) so a hook can see it. Every backbone lists its taps in
   ``tap_points`` (tap name -> module path); the standard names are :data:`STANDARD_TAPS`.
+* ``has_point_head`` (optional, default False) -- point logits come from a head of their own (not a
+  gather of voxel logits), so the trainer supervises them too (Cylinder3D's point refinement head).
 * ``label_offset`` -- logit column ``j`` is harness learning id ``j + label_offset`` (0 for heads that
   include the ignored class 0, like Cylinder3D's 20 outputs; 1 for spvnas' 19-class head).
   :func:`logits_to_learning_ids` and :func:`learning_ids_to_targets` convert.
