@@ -60,7 +60,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         from harness.profiling.model import profile_model
 
         result = profile_model(args.backbone, float(args.width), args.scan, backend=args.backend, repeat=args.repeat,
-                               device=args.device)
+                               device=args.device, warmup=args.warmup)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--scan", type=Path, required=True, help="a SemanticKITTI .bin scan")
     prof.add_argument("--label", type=Path, help="its .label file (data profiling)")
     prof.add_argument("--repeat", type=int, default=20)
+    prof.add_argument("--warmup", type=int, default=3, help="model: untimed forwards before timing")
     prof.add_argument("--no-augment", action="store_true", help="data: skip the training augmentations")
     prof.add_argument("--width", default="1.0", choices=["1.0", "0.5"], help="model: teacher 1.0 or student 0.5")
     prof.add_argument("--backend", default="auto", help="model: auto|torchref|spconv|minkowski")
