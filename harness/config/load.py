@@ -32,6 +32,8 @@ CHOICES = {
     ("eval", "distance_bins"): ("harness", "official"),
     ("profile",): ("paper", "demo"),
     ("data", "dataset"): ("semantickitti", "nuscenes"),
+    ("data", "fusion_align"): ("pose", "centroid"),
+    ("data", "fusion_target"): ("model", "teacher"),
 }
 HASH_EXCLUDE = ("output_root",)
 

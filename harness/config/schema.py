@@ -26,6 +26,13 @@ class DataConfig:
     max_scans: int | None = None            # demo profile: use the first max_scans scans of the split
     augment: bool = True                    # the backbone's original training augmentations
     num_workers: int = 0                    # DataLoader worker processes per rank
+    # M2SKD hard-class instance fusion (harness/data/fusion.py): add the hard-class instances of the
+    # previous fusion_frames scans of the sequence (0 = off). fusion_target "model": the trained network
+    # sees fused scans (the M2SKD teacher); "teacher": only the frozen teacher's input is fused.
+    # Metrics are always computed on the target scan's own points.
+    fusion_frames: int = 0
+    fusion_align: str = "pose"              # pose | centroid (the authors' centroid-alignment variant)
+    fusion_target: str = "model"            # model | teacher
 
 
 @dataclass

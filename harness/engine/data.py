@@ -17,6 +17,7 @@ from harness.backbones.base import BackboneInput, collate_scans
 from harness.config.load import expand_env
 from harness.config.schema import RunConfig
 from harness.engine.dist import DistInfo
+from harness.errors import InputError
 from harness.voxelize import voxelize_for_backbone
 
 
@@ -46,6 +47,12 @@ class VoxelScanDataset(Dataset):
         self.count = len(self.reader) if cfg.data.max_scans is None else min(len(self.reader), cfg.data.max_scans)
         self.seed = cfg.train.seed
         self.epoch = 0
+        self.fusion_frames = cfg.data.fusion_frames
+        self.fusion_align = cfg.data.fusion_align
+        self.fusion_target = cfg.data.fusion_target
+        if self.fusion_frames and cfg.data.dataset != "semantickitti":
+            raise InputError("data.fusion_frames", "instance fusion needs SemanticKITTI sequences with poses",
+                             "set data.fusion_frames=0 for nuScenes")
 
     def __len__(self) -> int:
         return self.count
@@ -53,25 +60,54 @@ class VoxelScanDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def load_points(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
-        scan = self.reader[index]
-        points, labels = scan.points[:, :4], scan.labels
-        if self.max_points is not None and points.shape[0] > self.max_points:
-            # demo profile: keep the nearest points (a dense, representative crop), in scan order
-            keep = np.sort(np.argsort(np.linalg.norm(points[:, :3], axis=1), kind="stable")[: self.max_points])
-            points = points[keep]
-            labels = labels[keep] if labels is not None else None
-        return np.ascontiguousarray(points, dtype=np.float32), labels
+    def _crop(self, points: np.ndarray, labels: np.ndarray | None, num_original: int):
+        """Demo profile: keep the nearest ``max_points`` target points (in scan order) and the fused
+        points within the same radius; returns (points, labels, new num_original)."""
+        if self.max_points is None or num_original <= self.max_points:
+            return points, labels, num_original
+        rng = np.linalg.norm(points[:, :3], axis=1)
+        keep = np.sort(np.argsort(rng[:num_original], kind="stable")[: self.max_points])
+        radius = rng[keep].max()
+        extra = num_original + np.flatnonzero(rng[num_original:] <= radius)
+        keep = np.concatenate([keep, extra])
+        return points[keep], (labels[keep] if labels is not None else None), self.max_points
+
+    def load_points(self, index: int, fused: bool = False) -> tuple[np.ndarray, np.ndarray | None, int]:
+        """(points (N', 4), labels, num_original): the target scan, plus fused instances when asked."""
+        if fused:
+            from harness.data.fusion import fuse_hard_instances
+
+            f = fuse_hard_instances(self.reader, index, num_past=self.fusion_frames, align=self.fusion_align)
+            points, labels, n = f.points[:, :4], f.labels, f.num_original
+        else:
+            scan = self.reader[index]
+            points, labels, n = scan.points[:, :4], scan.labels, scan.points.shape[0]
+        points, labels, n = self._crop(points, labels, n)
+        return np.ascontiguousarray(points, dtype=np.float32), labels, n
+
+    def _voxelize(self, points: np.ndarray, labels: np.ndarray | None, index: int):
+        # the same derived seed for every view of a scan: identical augmentation of shared points
+        rng = np.random.default_rng([self.seed, self.epoch, index]) if self.augment else None
+        return voxelize_for_backbone(self.backbone, points, labels, rng, self.dataset)
 
     def __getitem__(self, index: int):
-        points, labels = self.load_points(index)
-        rng = np.random.default_rng([self.seed, self.epoch, index]) if self.augment else None
-        return voxelize_for_backbone(self.backbone, points, labels, rng, self.dataset), labels, index
+        model_fused = self.fusion_frames > 0 and self.fusion_target == "model"
+        points, labels, n = self.load_points(index, fused=model_fused)
+        item = {"scan": self._voxelize(points, labels, index), "labels": labels, "index": index, "num_original": n}
+        if self.fusion_frames > 0 and self.fusion_target == "teacher":
+            t_points, t_labels, _ = self.load_points(index, fused=True)
+            item["teacher_scan"] = self._voxelize(t_points, t_labels, index)
+            item["teacher_labels"] = t_labels
+        return item
 
 
-def collate(items: Sequence) -> BackboneInput:
-    batch = collate_scans([v for v, _, _ in items], [l for _, l, _ in items])
-    batch.extras["scan_index"] = [i for _, _, i in items]
+def collate(items: Sequence[dict]) -> BackboneInput:
+    batch = collate_scans([it["scan"] for it in items], [it["labels"] for it in items])
+    batch.extras["scan_index"] = [it["index"] for it in items]
+    batch.extras["num_original"] = [it["num_original"] for it in items]
+    if "teacher_scan" in items[0]:
+        batch.extras["teacher_input"] = collate_scans([it["teacher_scan"] for it in items],
+                                                      [it["teacher_labels"] for it in items])
     return batch
 
 
@@ -118,7 +154,9 @@ def build_loader(cfg: RunConfig, split: str, info: DistInfo) -> tuple[VoxelScanD
 
 
 def move(batch: BackboneInput, device: torch.device) -> BackboneInput:
-    extras = batch.extras
+    extras = dict(batch.extras)
     moved = batch.to(device)
+    if "teacher_input" in extras:
+        extras["teacher_input"] = move(extras["teacher_input"], device)
     moved.extras = extras
     return moved

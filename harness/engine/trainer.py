@@ -142,7 +142,7 @@ class Trainer:
         for name, net, taps in (("student", self.model, cls.student_taps), ("teacher", self.teacher, cls.teacher_taps)):
             recorder = TapRecorder(net, taps)
             with torch.no_grad(), recorder:
-                net(batch)
+                net(batch.extras.get("teacher_input", batch) if name == "teacher" else batch)
             recorder.remove()
             widths[name] = {tap: int(v.feats.shape[1]) for tap, v in recorder.values.items()}
         context = DistillContext(backbone=self.cfg.model.backbone, num_classes=self.label_map.num_classes,
@@ -230,7 +230,8 @@ class Trainer:
             terms = self._segmentation_terms(out, batch)
             if self.distiller is not None:
                 with torch.no_grad(), self.teacher_recorder:
-                    self.teacher(batch)
+                    # M2SKD: the teacher sees the fused scan; everyone else: the identical batch
+                    self.teacher(batch.extras.get("teacher_input", batch))
                 with torch.autocast(self.device.type, enabled=False):  # loss terms in float32
                     for k, v in self.distiller(self.student_recorder.values, self.teacher_recorder.values, batch).items():
                         terms[f"distill.{k}"] = v
@@ -314,7 +315,8 @@ class Trainer:
             xyz = batch.point_xyz.cpu().numpy()
             owner = batch.point_batch.cpu().numpy()
             for b in range(batch.batch_size):
-                m = owner == b
+                # only the target scan's own points (fused points follow them and are never scored)
+                m = np.flatnonzero(owner == b)[: batch.extras["num_original"][b]]
                 acc.add(xyz[m], gt[m], pred[m])
         counts = torch.from_numpy(acc.counts)
         all_reduce_sum(counts, self.info)
