@@ -34,6 +34,7 @@ DISTILLERS.register("cd", "baselines.cd:CD")
 DISTILLERS.register("ifv", "baselines.ifv:IFV")
 DISTILLERS.register("skd", "baselines.skd:SKD")
 DISTILLERS.register("ka", "baselines.ka:KA")
+DISTILLERS.register("m2skd", "harness.distill.m2skd:M2SKD")
 
 COEFFICIENT_FILE = Path(__file__).parent / "coefficients.yaml"
 

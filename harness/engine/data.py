@@ -60,30 +60,35 @@ class VoxelScanDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _crop(self, points: np.ndarray, labels: np.ndarray | None, num_original: int):
+    def _crop(self, points: np.ndarray, labels: np.ndarray | None, num_original: int,
+              instance: np.ndarray | None = None):
         """Demo profile: keep the nearest ``max_points`` target points (in scan order) and the fused
-        points within the same radius; returns (points, labels, new num_original)."""
+        points within the same radius; returns (points, labels, new num_original, instance)."""
         if self.max_points is None or num_original <= self.max_points:
-            return points, labels, num_original
+            return points, labels, num_original, instance
         rng = np.linalg.norm(points[:, :3], axis=1)
         keep = np.sort(np.argsort(rng[:num_original], kind="stable")[: self.max_points])
         radius = rng[keep].max()
         extra = num_original + np.flatnonzero(rng[num_original:] <= radius)
         keep = np.concatenate([keep, extra])
-        return points[keep], (labels[keep] if labels is not None else None), self.max_points
+        return (points[keep], (labels[keep] if labels is not None else None), self.max_points,
+                (instance[keep] if instance is not None else None))
 
-    def load_points(self, index: int, fused: bool = False) -> tuple[np.ndarray, np.ndarray | None, int]:
-        """(points (N', 4), labels, num_original): the target scan, plus fused instances when asked."""
+    def load_points(self, index: int, fused: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray | None, int, np.ndarray | None]:
+        """(points (N', 4), labels, num_original, instance ids or None): the target scan, plus fused
+        instances when asked."""
         if fused:
             from harness.data.fusion import fuse_hard_instances
 
             f = fuse_hard_instances(self.reader, index, num_past=self.fusion_frames, align=self.fusion_align)
-            points, labels, n = f.points[:, :4], f.labels, f.num_original
+            points, labels, n, instance = f.points[:, :4], f.labels, f.num_original, f.instance
         else:
             scan = self.reader[index]
             points, labels, n = scan.points[:, :4], scan.labels, scan.points.shape[0]
-        points, labels, n = self._crop(points, labels, n)
-        return np.ascontiguousarray(points, dtype=np.float32), labels, n
+            instance = getattr(scan, "instance", None)
+        points, labels, n, instance = self._crop(points, labels, n, instance)
+        return np.ascontiguousarray(points, dtype=np.float32), labels, n, instance
 
     def _voxelize(self, points: np.ndarray, labels: np.ndarray | None, index: int):
         # the same derived seed for every view of a scan: identical augmentation of shared points
@@ -92,10 +97,11 @@ class VoxelScanDataset(Dataset):
 
     def __getitem__(self, index: int):
         model_fused = self.fusion_frames > 0 and self.fusion_target == "model"
-        points, labels, n = self.load_points(index, fused=model_fused)
-        item = {"scan": self._voxelize(points, labels, index), "labels": labels, "index": index, "num_original": n}
-        if self.fusion_frames > 0 and self.fusion_target == "teacher":
-            t_points, t_labels, _ = self.load_points(index, fused=True)
+        points, labels, n, instance = self.load_points(index, fused=model_fused)
+        item = {"scan": self._voxelize(points, labels, index), "labels": labels, "index": index, "num_original": n,
+                "instance": instance}
+        if self.fusion_frames > 0 and self.fusion_target == "teacher" and self.train:
+            t_points, t_labels, _, _ = self.load_points(index, fused=True)
             item["teacher_scan"] = self._voxelize(t_points, t_labels, index)
             item["teacher_labels"] = t_labels
         return item
@@ -105,6 +111,8 @@ def collate(items: Sequence[dict]) -> BackboneInput:
     batch = collate_scans([it["scan"] for it in items], [it["labels"] for it in items])
     batch.extras["scan_index"] = [it["index"] for it in items]
     batch.extras["num_original"] = [it["num_original"] for it in items]
+    if all(it.get("instance") is not None for it in items):  # M2SKD instance-aware affinity
+        batch.extras["point_instance"] = torch.from_numpy(np.concatenate([it["instance"] for it in items]).astype(np.int64))
     if "teacher_scan" in items[0]:
         batch.extras["teacher_input"] = collate_scans([it["teacher_scan"] for it in items],
                                                       [it["teacher_labels"] for it in items])
@@ -158,5 +166,7 @@ def move(batch: BackboneInput, device: torch.device) -> BackboneInput:
     moved = batch.to(device)
     if "teacher_input" in extras:
         extras["teacher_input"] = move(extras["teacher_input"], device)
+    if "point_instance" in extras:
+        extras["point_instance"] = extras["point_instance"].to(device)
     moved.extras = extras
     return moved
