@@ -123,6 +123,14 @@ class Trainer:
         self.teacher_recorder = TapRecorder(self.teacher, self.distiller.teacher_taps) if self.distiller else None
 
         self.epoch = self.step_in_epoch = self.global_step = 0
+        self.tensorboard = None
+        if cfg.train.tensorboard and self.info.is_main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as err:
+                raise InputError("train.tensorboard", f"TensorBoard is not installed ({err})",
+                                 "pip install 'pvkd-harness[tensorboard]' or set train.tensorboard=false") from None
+            self.tensorboard = SummaryWriter(str(self.store.path / "tensorboard"))
         if self.info.is_main:
             self.store.prepare(cfg, resume=resume and self.store.checkpoint_path.is_file(), world_size=self.info.world_size,
                                device=str(self.device))
@@ -288,6 +296,9 @@ class Trainer:
                 bar.update(1)
                 if self.info.is_main:
                     self.store.append_log({"epoch": self.epoch, "step": self.global_step, **values})
+                    if self.tensorboard is not None:
+                        for key, value in values.items():
+                            self.tensorboard.add_scalar(f"train/{key}", value, self.global_step)
                     if self.global_step % cfg.train.log_every == 0:
                         bar.set_postfix(loss=f"{values['total']:.4f}")
                 if cfg.train.checkpoint_steps and self.global_step % cfg.train.checkpoint_steps == 0:
