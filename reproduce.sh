@@ -2,7 +2,8 @@
 # PVKD reproduction harness entry point.
 #   ./reproduce.sh test              run the whole test suite (unit tests + benchmarks)
 #   ./reproduce.sh bench             run only the speed benchmarks, with their tables
-#   ./reproduce.sh table1 ...        reproduce a paper table (see README)
+#   ./reproduce.sh table1 ...        reproduce a paper table: table1|table2|table3|table4|main [--profile demo|paper]
+#                                    [--seeds N] [--gpus N] [--dry-run]; then `tables` (re-render) and `check`
 # On a fresh clone it first creates .venv and installs the project with its test extra.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -33,8 +34,15 @@ case "$cmd" in
     bench)
         exec "$PY" -m pytest -q tests/benchmarks --benchmark-only "$@"
         ;;
+    table1|table2|table3|table4|main|m2skd)
+        # plan -> train (resumable, skips finished runs) -> tables + figures; see `harness reproduce --help`
+        exec "$PY" -m harness reproduce "$cmd" "$@"
+        ;;
+    tables|check)
+        exec "$PY" -m harness "$cmd" "$@"
+        ;;
     help|-h|--help)
-        sed -n '2,6p' "$0"
+        sed -n '2,7p' "$0"
         ;;
     *)
         exec "$PY" -m harness "$cmd" "$@"

@@ -142,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--backend", default="auto", help="model: auto|torchref|spconv|minkowski")
     prof.add_argument("--device", default="cpu", help="model: cpu or cuda")
     prof.set_defaults(func=_cmd_profile)
+
+    # reproduce / tables / check: experiments as data, the run store, reported numbers (harness/reproduce, harness/report)
+    from harness.reproduce.cli import add_subcommands
+
+    add_subcommands(sub)
     return parser
 
 

@@ -1,0 +1,186 @@
+"""Back-ends of ``harness reproduce``, ``harness tables`` and ``harness check`` (argparse wiring in harness/cli.py)."""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from harness.errors import InputError
+from harness.reproduce.plan import Plan, build_plan, env_vars, format_plan, missing_env
+from harness.reproduce.spec import EXPERIMENT_DIR, Experiment, Profile, available, load_experiment, load_profile
+
+
+def _experiments(names: list[str] | None) -> list[Experiment]:
+    if not names or names == ["all"]:
+        names = available(EXPERIMENT_DIR)
+    return [load_experiment(n) for n in names]
+
+
+def _store_has_runs(profile: Profile) -> bool:
+    return any(Path(profile.output_root).glob("*/*/*/seed*/metrics.json"))
+
+
+def resolve_profile(name: str | None, experiments: list[Experiment], prefer_store: bool = False) -> tuple[Profile, str]:
+    """``--profile`` if given; else ``paper`` when every dataset root it needs is set in the environment, ``demo``
+    otherwise. ``prefer_store`` (tables/check): the profile whose run store has finished runs, paper first."""
+    if name:
+        return load_profile(name), f"--profile {name}"
+    paper, demo = load_profile("paper"), load_profile("demo")
+    if prefer_store:
+        if _store_has_runs(paper):
+            return paper, f"paper-profile runs found under {paper.output_root}"
+        if _store_has_runs(demo):
+            return demo, f"no paper-profile runs; demo-profile runs found under {demo.output_root}"
+    datasets = sorted({ds for e in experiments for ds in e.datasets}) or ["semantickitti"]
+    needed = [v for ds in datasets for v in env_vars(str((paper.data.get(ds) or {}).get("root", "")))]
+    unset = [v for v in needed if not os.environ.get(v)]
+    if needed and not unset:
+        return paper, "dataset roots set (" + ", ".join(f"${v}" for v in needed) + ")"
+    return demo, "no dataset root set (" + ", ".join(f"${v}" for v in unset) + "): demo profile on generated data"
+
+
+def _header(verb: str, experiments: list[Experiment], profile: Profile, why: str) -> str:
+    names = ", ".join(e.table for e in experiments)
+    lines = [f"{verb} {names} -- profile {profile.name} ({why})"]
+    if profile.is_demo:
+        lines.append("  DEMO PROFILE: generated data, minute-long schedules -- NOT comparable to the paper")
+    return "\n".join(lines)
+
+
+def render(plan: Plan, echo=print) -> list[Path]:
+    """Collect finished runs of the plan and write tables + figures; returns the files written."""
+    from harness.report.collect import collect
+    from harness.report.figures import write_figures
+    from harness.report.reference import load_reference
+    from harness.report.tables import build_tables, write_tables
+
+    ref = load_reference()
+    results = collect(plan)
+    demo = plan.profile.is_demo
+    written: list[Path] = []
+    for exp in plan.experiments:
+        models = build_tables(exp, results, ref, plan.profile.output_root, demo=demo)
+        written += write_tables(models, plan.profile.tables_dir)
+        written += write_figures(exp, results, plan.profile.figures_dir, demo=demo, ref=ref)
+    return written
+
+
+def _check_roots(plan: Plan) -> None:
+    from harness.config.load import expand_env
+
+    unset = missing_env(plan)
+    if unset:
+        ds, var = unset[0]
+        raise InputError(f"${var}", f"the {plan.profile.name} profile reads {ds} from ${var}, which is not set",
+                         f"export {var}=/path/to/{ds} (or use --profile demo)")
+    for ds, root in plan.data_roots.items():
+        if (plan.profile.data.get(ds) or {}).get("generate"):
+            continue
+        path = Path(expand_env(root))
+        if not path.is_dir():
+            raise InputError(path, f"{ds} root does not exist", "point the environment variable at the dataset root")
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from harness.reproduce.execute import ensure_gitignored, execute, generate_data, store_lock
+
+    t0 = time.monotonic()
+    experiments = _experiments([args.table])
+    profile, why = resolve_profile(args.profile, experiments)
+    if args.seeds < 1:
+        raise InputError("--seeds", f"{args.seeds}", "ask for at least one seed")
+    plan = build_plan(experiments, profile, seeds=range(args.seeds))
+    print(_header("reproduce", experiments, profile, why))
+    print(format_plan(plan))
+    if args.dry_run:
+        print("dry run: nothing generated, trained or rendered")
+        return 0
+    _check_roots(plan)
+    ensure_gitignored(profile.gitignore)
+    ensure_gitignored(profile.logs_dir)
+    jobs = args.jobs if args.jobs is not None else profile.jobs
+    device = args.device or profile.device
+    with store_lock(profile.logs_dir):  # one reproduce per profile; the lock file sits in the git-ignored logs folder
+        generate_data(plan)
+        try:
+            outcomes = execute(plan, jobs=jobs, gpus=args.gpus, device=device, replace_stale=args.replace_stale,
+                               threads_per_job=profile.threads_per_job)
+        except KeyboardInterrupt:
+            return 130
+    written = render(plan)
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    print("")
+    print("results: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    bad = [o for o in outcomes if o.status in ("failed", "blocked", "stale")]
+    for o in bad:
+        print(f"  {o.status}: {o.display} seed{o.seed} ({o.message})")
+    print(f"tables:  {profile.tables_dir}/  ({', '.join(sorted({p.name for p in written if p.parent == Path(profile.tables_dir)}))})")
+    print(f"figures: {profile.figures_dir}/  ({len([p for p in written if p.parent == Path(profile.figures_dir)])} files)")
+    if profile.is_demo:
+        print("DEMO PROFILE: not comparable to the paper (harness check says 'not applicable' for these runs)")
+    print(f"wall time: {time.monotonic() - t0:.0f} s")
+    return 1 if bad else 0
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    experiments = _experiments(args.table)
+    profile, why = resolve_profile(args.profile, experiments, prefer_store=True)
+    plan = build_plan(experiments, profile, discover_seeds=True)
+    print(_header("tables", experiments, profile, why))
+    from harness.reproduce.execute import ensure_gitignored
+
+    ensure_gitignored(profile.gitignore)
+    written = render(plan)
+    for p in written:
+        print(f"  wrote {p}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from harness.report.check import compare, format_report
+    from harness.report.collect import collect
+    from harness.report.reference import load_claims, load_reference
+
+    experiments = _experiments(args.table)
+    experiments = [e for e in experiments if e.kind != "coefficient_table"] or experiments
+    profile, why = resolve_profile(args.profile, experiments, prefer_store=True)
+    plan = build_plan(experiments, profile, discover_seeds=True)
+    print(_header("check", experiments, profile, why))
+    results = collect(plan)
+    if profile.is_demo and not results:
+        print("not applicable: the demo profile is never compared with the paper (and it has no finished runs here)")
+        return 0
+    report = compare(experiments, results, load_reference(), load_claims(), args.tolerance)
+    print(format_report(report))
+    return report.exit_code
+
+
+def add_subcommands(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
+    rep = sub.add_parser("reproduce", help="plan, train (resumably) and render a paper table",
+                         description="Plan the runs of a table (teachers first), skip finished ones, resume interrupted ones, "
+                                     "train the rest, then write results/tables and results/figures.")
+    rep.add_argument("table", help=f"experiment: {', '.join(available(EXPERIMENT_DIR))} (or all)")
+    rep.add_argument("--profile", help="paper | demo (default: paper when the dataset roots are set, else demo)")
+    rep.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per run (students of seed k use teacher seed k)")
+    rep.add_argument("--gpus", type=int, default=1, help="GPUs per run; > 1 launches each run with torchrun")
+    rep.add_argument("--jobs", type=int, help="runs trained at once (default: the profile's; 2 for the CPU demo)")
+    rep.add_argument("--device", help="cpu | cuda (default: the profile's, else cuda when available)")
+    rep.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    rep.add_argument("--replace-stale", action="store_true",
+                     help="move runs finished with another config aside (seedK.replaced-<hash>) and retrain them")
+    rep.set_defaults(func=cmd_reproduce)
+
+    tab = sub.add_parser("tables", help="re-render tables and figures from the run store alone")
+    tab.add_argument("--table", action="append", help="experiment (repeatable; default: all)")
+    tab.add_argument("--profile", help="paper | demo (default: the one with finished runs)")
+    tab.set_defaults(func=cmd_tables)
+
+    chk = sub.add_parser("check", help="compare our runs with the reported numbers and the paper's claims (exit 1 on failure)")
+    chk.add_argument("--table", action="append", help="experiment (repeatable; default: all)")
+    chk.add_argument("--tolerance", type=float, help="allowed |ours - paper| in mIoU points "
+                     "(default: 1.0 for retrained runs, 0.1 for evaluated released checkpoints)")
+    chk.add_argument("--profile", help="paper | demo (default: the one with finished runs)")
+    chk.set_defaults(func=cmd_check)
