@@ -175,8 +175,30 @@ def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
 
 
+def _non_default(tree: dict, default: dict) -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and isinstance(default.get(key), dict) and dataclass_section(key, default):
+            sub = _non_default(value, default[key])
+            if sub:
+                out[key] = sub
+        elif key not in default or default[key] != value:
+            out[key] = value
+    return out
+
+
+def dataclass_section(key: str, default: dict) -> bool:
+    """Sections are nested dataclasses; free-form dicts (coefficients, options) compare as values."""
+    return key in {f.name for f in dataclasses.fields(RunConfig)} and isinstance(default[key], dict)
+
+
 def config_hash(cfg: RunConfig) -> str:
-    tree = config_to_dict(cfg)
+    """SHA-256 of the values that differ from the schema defaults (minus where outputs go).
+
+    Hashing differences rather than the whole tree keeps finished runs' identities stable when a new
+    config field is added with a default value.
+    """
+    tree = _non_default(config_to_dict(cfg), config_to_dict(RunConfig()))
     for key in HASH_EXCLUDE:
         tree.pop(key, None)
     return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -63,11 +63,17 @@ class VoxelScanDataset(Dataset):
     def _crop(self, points: np.ndarray, labels: np.ndarray | None, num_original: int,
               instance: np.ndarray | None = None):
         """Demo profile: keep the nearest ``max_points`` target points (in scan order) and the fused
-        points within the same radius; returns (points, labels, new num_original, instance)."""
+        points within the same radius; returns (points, labels, new num_original, instance).
+
+        Labelled points are ranked first: nuScenes' ~20 % ego-vehicle returns within 3 m are ignored
+        (label 0), and a pure nearest-point crop would keep little else."""
         if self.max_points is None or num_original <= self.max_points:
             return points, labels, num_original, instance
         rng = np.linalg.norm(points[:, :3], axis=1)
-        keep = np.sort(np.argsort(rng[:num_original], kind="stable")[: self.max_points])
+        rank_key = rng[:num_original].copy()
+        if labels is not None:
+            rank_key[labels[:num_original] == 0] += 1e6  # ignored points only after every labelled one
+        keep = np.sort(np.argsort(rank_key, kind="stable")[: self.max_points])
         radius = rng[keep].max()
         extra = num_original + np.flatnonzero(rng[num_original:] <= radius)
         keep = np.concatenate([keep, extra])

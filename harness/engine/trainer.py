@@ -28,7 +28,7 @@ import yaml
 from torch import nn
 
 from harness.backbones.base import BACKBONES, BackboneInput, label_offset, learning_ids_to_targets, logits_to_learning_ids
-from harness.config.load import config_from_dict, config_hash, expand_env
+from harness.config.load import config_from_dict, config_hash
 from harness.config.schema import ModelConfig, RunConfig
 from harness.data.labelmap import load_label_map
 from harness.distill.recorder import TapRecorder
@@ -47,10 +47,16 @@ class TrainingDiverged(RuntimeError):
 
 
 def build_model(model_cfg: ModelConfig, dataset: str = "semantickitti") -> nn.Module:
+    """The backbone with the dataset's class count: Cylinder3D's head includes the ignored class
+    (20 / 17 outputs, label_offset 0); spvnas heads leave it out (19 / 16 outputs, label_offset 1)."""
     cls = BACKBONES.get(model_cfg.backbone)
+    num_classes = load_label_map("nuscenes" if dataset == "nuscenes" else "semantickitti").num_classes
     kwargs: dict[str, Any] = {"width": model_cfg.width}
     if model_cfg.backbone == "cylinder3d":
         kwargs["legacy_spconv1_keys"] = model_cfg.legacy_spconv1_keys
+        kwargs["num_classes"] = num_classes
+    else:
+        kwargs["num_classes"] = num_classes - 1
     model = cls(**kwargs)
     set_backend(model, model_cfg.sparse_backend)
     return model
@@ -132,8 +138,7 @@ class Trainer:
                                  "pip install 'pvkd-harness[tensorboard]' or set train.tensorboard=false") from None
             self.tensorboard = SummaryWriter(str(self.store.path / "tensorboard"))
         if self.info.is_main:
-            self.store.prepare(cfg, resume=resume and self.store.checkpoint_path.is_file(), world_size=self.info.world_size,
-                               device=str(self.device))
+            self.store.prepare(cfg, resume=resume, world_size=self.info.world_size, device=str(self.device))
         barrier(self.info)
         if resume and self.store.checkpoint_path.is_file():
             self._restore(load_checkpoint(self.store.checkpoint_path))
@@ -263,6 +268,10 @@ class Trainer:
         values["lr"] = self.optimizer.param_groups[0]["lr"]
         return values
 
+    def _progress_kwargs(self) -> dict:
+        """Rank 0 shows progress bars (TQDM_DISABLE=1 in the environment turns them off); others never."""
+        return {} if self.info.is_main else {"disable": True}
+
     def _sync_distiller_grads(self) -> None:
         """Average the distiller's trainable modules' (adapters, auto-encoders) gradients over ranks.
 
@@ -286,7 +295,7 @@ class Trainer:
             self.train_sampler.set_epoch(self.epoch, skip=skip)
             self.train_set.set_epoch(self.epoch)
             bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}",
-                       disable=not self.info.is_main, leave=False)
+                       leave=False, **self._progress_kwargs())
             for batch in self.train_loader:
                 if self.step_in_epoch >= self.steps_per_epoch:
                     break
@@ -317,7 +326,7 @@ class Trainer:
         self.model.eval()
         convention = "nuscenes" if self.cfg.data.dataset == "nuscenes" else "semantickitti"
         acc = Accumulator(self.label_map, convention)
-        for batch in tqdm(self.val_loader, desc="eval", disable=not self.info.is_main, leave=False):
+        for batch in tqdm(self.val_loader, desc="eval", leave=False, **self._progress_kwargs()):
             batch = move(batch, self.device)
             pred = logits_to_learning_ids(self.model(batch).point_logits, self.offset).cpu().numpy()
             if convention == "nuscenes":  # the devkit forbids predicting the ignored class
@@ -348,7 +357,10 @@ class Trainer:
             return metrics
         from harness.profiling.model import count_macs
 
-        first = move(next(iter(self.val_loader)), self.device) if len(self.val_set) else None
+        from harness.engine.data import collate
+
+        # MACs of one scan (the PVKD supplement reports per-scan MACs)
+        first = move(collate([self.val_set[0]]), self.device) if len(self.val_set) else None
         macs = count_macs(self.model, first)["total"] if first is not None else None
         metrics.pop("schema_version", None)
         metrics.update({
@@ -358,7 +370,7 @@ class Trainer:
             "coefficients": dict(self.distiller.coefficients) if self.distiller else {},
             "coefficient_overrides": list(self.distiller.coefficient_overrides) if self.distiller else [],
             "params": int(sum(p.numel() for p in self.model.parameters())),
-            "macs_first_val_batch": macs, "sparse_backend": describe_backend(self.model, self.device),
+            "macs_per_scan": macs, "sparse_backend": describe_backend(self.model, self.device),
             "legacy_spconv1_keys": getattr(self.model, "legacy_spconv1_keys", None),
             "epochs": self.cfg.train.epochs, "global_steps": self.global_step, "eval_level": "point",
         })

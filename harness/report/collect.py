@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
-import yaml
 
 from harness.reproduce.plan import Plan
 
@@ -55,23 +54,9 @@ def _pct(x: Any) -> float | None:
 
 
 def macs_per_scan(metrics: dict, run_dir: Path) -> float | None:
-    macs = metrics.get("macs_first_val_batch")
-    if not macs:
-        return None
-    batch = 1
-    try:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-        batch = int(cfg["train"]["batch_size"])
-    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
-        pass
-    world = 1
-    try:
-        world = int(json.loads((run_dir / "env.json").read_text()).get("world_size") or 1)
-    except (OSError, ValueError, json.JSONDecodeError):
-        pass
-    scans = int(metrics.get("num_scans") or batch)
-    first = max(1, min(batch, math.ceil(scans / world)))
-    return float(macs) / first / 1e9
+    """MACs of one scan as the trainer records them (``macs_per_scan``, on the first val scan)."""
+    macs = metrics.get("macs_per_scan")
+    return float(macs) / 1e9 if macs else None
 
 
 def read_run(plan_table: str, spec, seed: int, run_dir: Path, expected_hash: str | None) -> RunResult | None:

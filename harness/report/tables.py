@@ -113,7 +113,7 @@ def _demo(results: Iterable[RunResult], demo: bool | None) -> bool:
 def _common_notes(ref: Reference, exp: Experiment, stale_any: bool) -> list[str]:
     notes = ["Δ = Ours − Paper (mIoU points). Ours = mean over seeds, ± sample std when n ≥ 2; "
              "\"|Δ| > 2σ\" says whether the gap exceeds twice the seed std.",
-             f"Paper numbers: results/reference/pvkd_reported.csv (sources and confidence tags there)."]
+             "Paper numbers: results/reference/pvkd_reported.csv (sources and confidence tags there)."]
     if stale_any:
         notes.append("† finished with a config that differs from the current experiment file (re-run reproduce to refresh).")
     if exp.note:

@@ -60,6 +60,7 @@ class RunStore:
             raise InputError(self.metrics_path, f"run already finished (config hash {self.finished_hash()})",
                              "choose another name= or delete the run folder to retrain")
         cfg_file = self.path / "config.yaml"
+        # --resume on a run that never reached its first checkpoint starts it afresh (same config only)
         if cfg_file.is_file() and not resume:
             raise InputError(cfg_file, "a run with this name exists but is unfinished",
                              "pass --resume to continue it, or choose another name=")
@@ -118,13 +119,9 @@ def environment(world_size: int, device: str, backend: str) -> dict:
         "world_size": world_size,
         "sparse_backend_requested": backend,
     }
-    try:
-        import spconv  # noqa: F401
-        from importlib.metadata import version
+    from importlib.metadata import version
 
-        env["spconv"] = next((version(d) for d in ("spconv-cu126", "spconv-cu120", "spconv") if _has_dist(d)), None)
-    except ImportError:
-        env["spconv"] = None
+    env["spconv"] = next((version(d) for d in ("spconv-cu126", "spconv-cu120", "spconv") if _has_dist(d)), None)
     return env
 
 

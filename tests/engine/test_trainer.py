@@ -31,7 +31,7 @@ def test_run_leaves_every_file(tiny_kitti, tmp_path, recipe):
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["schema_version"] == 1 and saved["config_hash"] == config_hash(trainer.cfg)
     assert 0.0 <= saved["miou"] <= 1.0 and len(saved["iou_per_class"]) == 19
-    assert set(saved["per_distance"]) == {"harness", "official"} and saved["params"] > 0 and saved["macs_first_val_batch"] > 0
+    assert set(saved["per_distance"]) == {"harness", "official"} and saved["params"] > 0 and saved["macs_per_scan"] > 0
     conf = np.load(run / "confusion.npz")
     assert conf["overall"].sum() == saved["num_points"] == 2 * 1200  # 2 val scans cropped to 1200 points
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]

@@ -41,8 +41,9 @@ NUSC_CLASSES = ["barrier", "bicycle", "bus", "car", "construction_vehicle", "mot
 
 def fabricate(run: PlannedRun, miou: float, profile: str = "paper", config_hash: str | None = None,
               global_steps: int = 100, coefficients: dict | None = None, overrides: list[str] | None = None,
-              macs: float | None = 2.0e9, batch_size: int = 2) -> Path:
-    """Write a finished run (config.yaml + env.json + metrics.json) for a planned run; ``miou`` is a fraction."""
+              macs: float | None = 1.0e9, batch_size: int = 2) -> Path:
+    """Write a finished run (config.yaml + env.json + metrics.json) for a planned run; ``miou`` is a fraction,
+    ``macs`` the MACs of one scan (the trainer's ``macs_per_scan``)."""
     d = run.run_dir
     d.mkdir(parents=True, exist_ok=True)
     digest = config_hash or run.config_hash
@@ -57,7 +58,7 @@ def fabricate(run: PlannedRun, miou: float, profile: str = "paper", config_hash:
         "num_scans": 4, "config_hash": digest, "run": run.spec.name, "seed": run.seed, "profile": profile,
         "backbone": run.backbone, "width": 0.5, "method": run.method, "teacher_run": run.teacher,
         "coefficients": coefficients or {}, "coefficient_overrides": overrides or [], "params": 1000,
-        "macs_first_val_batch": macs, "epochs": 1, "global_steps": global_steps,
+        "macs_per_scan": macs, "epochs": 1, "global_steps": global_steps,
     }
     (d / "metrics.json").write_text(json.dumps(metrics))
     return d
