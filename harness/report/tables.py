@@ -67,6 +67,10 @@ def text(s: str) -> Cell:
     return Cell(s, tex_escape(s))
 
 
+def bold(s: str) -> Cell:
+    return Cell(f"**{s}**", rf"\textbf{{{tex_escape(s)}}}")
+
+
 def num(x: float | None, nd: int = 1) -> Cell:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return Cell(DASH_MD, DASH_TEX)
@@ -304,9 +308,13 @@ def per_class_tables(exp: Experiment, results: list[RunResult], ref: Reference, 
                 getters.append(("num", ours))
         if not getters:
             continue
-        rows = [[text(c)] + [delta(get(c)) if kind == "delta" else num(get(c)) for kind, get in getters] for c in classes]
+        highlight = set(exp.highlight_classes)
+        rows = [[bold(c) if c in highlight else text(c)] + [delta(get(c)) if kind == "delta" else num(get(c)) for kind, get in getters]
+                for c in classes]
         notes = ["IoU per class in %, mean over seeds (SemanticKITTI convention: a class absent from the evaluated "
                  "scans scores 0; nuScenes: no IoU, shown as —)."]
+        if highlight:
+            notes.append(f"Bold: {', '.join(c for c in classes if c in highlight)} (highlighted by the experiment).")
         if any(kind == "delta" for kind, _ in getters):
             notes.append("Paper per-class rows: nuScenes val, confidence \"corroborated\" (third-party copies of PVKD's "
                          "table, spec §2.3). Δ = Ours − Paper.")

@@ -225,18 +225,16 @@ def _topological(exp: Experiment) -> list[RunSpec]:
 
 
 def _validate_coefficients(cfg: Any, where: str) -> None:
-    """Coefficient names must be the method's loss terms (the Table 4 columns in harness/distill/coefficients.yaml)."""
+    """Coefficient names must be the method's loss terms (its class's ``terms``; for the Table 4 methods
+    these are the columns of harness/distill/coefficients.yaml)."""
     method = cfg.distill.method
     if method is None:
         if cfg.distill.coefficients:
             raise InputError(where, "distill.coefficients set on a run without distill.method", "set distill.method")
         return
-    from harness.distill.base import paper_coefficients
+    from harness.distill.base import DISTILLERS
 
-    try:
-        terms = set(paper_coefficients(method, cfg.model.backbone))
-    except KeyError as err:
-        raise InputError(where, str(err), "add the method/backbone to harness/distill/coefficients.yaml") from None
+    terms = set(DISTILLERS.get(method).terms)
     unknown = sorted(set(cfg.distill.coefficients) - terms)
     if unknown:
         raise InputError(where, f"unknown {method} coefficient(s) {unknown}", f"the {method} terms are {sorted(terms)}")

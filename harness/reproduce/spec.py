@@ -35,7 +35,7 @@ RECIPE_DIR = CONFIG_DIR / "recipes"
 
 KINDS = ("methods", "coefficients", "components", "coefficient_table")
 RUN_KEYS = {"id", "recipe", "name", "teacher", "overrides", "ref", "label", "dataset"}
-EXPERIMENT_KEYS = {"table", "title", "kind", "dataset", "groups", "runs", "note"}
+EXPERIMENT_KEYS = {"table", "title", "kind", "dataset", "groups", "runs", "note", "highlight_classes"}
 PROFILE_KEYS = {"profile", "output_root", "tables_dir", "figures_dir", "logs_dir", "data_dir", "gitignore", "device",
                 "jobs", "threads_per_job", "data", "overrides", "backbones"}
 
@@ -69,6 +69,7 @@ class Experiment:
     path: Path
     groups: dict[str, str] = field(default_factory=dict)
     note: str = ""
+    highlight_classes: tuple[str, ...] = ()  # class names set in bold in the per-class tables
 
     def run(self, run_id: str) -> RunSpec:
         for r in self.runs:
@@ -132,10 +133,7 @@ def experiment_path(table: str, directory: Path | None = None) -> Path:
         return path
     path = directory / f"{table}.yaml"
     if not path.is_file():
-        hint = ""
-        if table == "m2skd":
-            hint = " (M2SKD has no distiller in harness/distill yet, so it has no experiment file)"
-        raise InputError(path, f"no experiment {table!r}{hint}", f"choose one of: {', '.join(available(directory))}")
+        raise InputError(path, f"no experiment {table!r}", f"choose one of: {', '.join(available(directory))}")
     return path
 
 
@@ -176,7 +174,8 @@ def load_experiment(table: str | Path, directory: Path | None = None) -> Experim
             raise InputError(f"{path} run {r.id}", f"teacher {r.teacher!r} is not a run of this experiment",
                              f"use one of: {', '.join(sorted(ids))}")
     return Experiment(table=str(data.get("table", path.stem)), title=str(data.get("title", path.stem)), kind=kind,
-                      runs=runs, path=path, groups=dict(data.get("groups") or {}), note=str(data.get("note", "")))
+                      runs=runs, path=path, groups=dict(data.get("groups") or {}), note=str(data.get("note", "")),
+                      highlight_classes=tuple(data.get("highlight_classes") or ()))
 
 
 def load_profile(name: str | Path, directory: Path | None = None) -> Profile:

@@ -263,3 +263,16 @@ def test_check_is_not_applicable_on_demo_runs(demo_profile, capsys):
 def test_check_with_nothing_to_compare_fails(paper_profile, capsys):
     assert check(paper_profile) == 1
     assert "nothing to compare" in capsys.readouterr().out
+
+
+def test_m2skd_table_shows_ours_only_and_bolds_the_hard_classes(paper_profile):
+    plan = plan_for("m2skd", paper_profile)
+    fabricate_plan(plan, {"fused_teacher": 0.62, "single_scan": 0.60, "m2skd": 0.61})
+    models = build_tables(plan.experiments[0], collect(plan), load_reference(), plan.profile.output_root)
+    assert [m.name for m in models] == ["m2skd", "m2skd_per_class"]
+    per_class_md, per_class_tex = to_markdown(models[1]), to_latex(models[1])
+    for hard in ("bicycle", "motorcycle", "truck", "other-vehicle", "person", "bicyclist", "motorcyclist"):
+        assert f"| **{hard}** |" in per_class_md and f"\\textbf{{{hard}}}" in per_class_tex
+    assert "| **car** |" not in per_class_md and "| car |" in per_class_md
+    row = md_row(to_markdown(models[0]), "+ M2SKD")
+    assert row[2:5] == ["—", "61.0", "—"]  # no registered paper number: ours only
