@@ -29,7 +29,9 @@ def test_every_experiment_plans_and_validates_against_the_code(profile):
     assert plan.lookup("main", "semantickitti/pvd", 0).key == plan.lookup("table2", "r6", 0).key
     assert plan.lookup("table3", "none", 1).key == plan.lookup("main", "semantickitti/student", 1).key
     by_key = plan.by_key()
-    assert len(plan.runs) == 2 * (16 + 6 + 5 + 4)  # table1, main; table2 and table3 reuse main's teacher, student, pvd
+    # table1, main, m2skd (fused teacher, single-scan baseline, student); table2 and table3 reuse main's
+    # teacher, student and pvd runs
+    assert len(plan.runs) == 2 * (16 + 6 + 5 + 4 + 3)
     for i, run in enumerate(plan.runs):
         if run.teacher:
             assert keys.index(run.teacher) < i, f"{run.display} is planned before its teacher"
@@ -53,7 +55,7 @@ def test_bad_experiment_fails_before_anything_trains(tmp_path, paper_profile):
     bad.write_text("table: bad\nruns:\n  - {id: s, recipe: minkunet_student, name: s, teacher: nobody}\n")
     with pytest.raises(InputError, match="teacher 'nobody'"):
         load_experiment(bad)
-    assert main(["reproduce", "m2skd", "--dry-run"]) == 2
+    assert main(["reproduce", "table9", "--dry-run"]) == 2  # no such experiment: named, exit 2
 
 
 def test_states_of_fabricated_run_store(paper_profile):
