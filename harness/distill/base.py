@@ -70,6 +70,13 @@ class Distiller(nn.Module):
 
     def forward(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
                 batch: BackboneInput) -> dict[str, torch.Tensor]:
+        """Unweighted named terms, computed with autocast off (float32 even under AMP): calls :meth:`compute`."""
+        with torch.autocast(device_type=batch.point_batch.device.type, enabled=False):
+            return self.compute(student, teacher, batch)
+
+    def compute(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
+                batch: BackboneInput) -> dict[str, torch.Tensor]:
+        """Subclasses implement the terms here (or override :meth:`forward` and cast inputs themselves)."""
         raise NotImplementedError
 
     def pretrain(self, teacher: nn.Module, loader: Any) -> None:

@@ -331,15 +331,9 @@ class M2SKD(Distiller):
                 "adapters": sorted(self.adapters.keys()), "seed": self.seed}
 
     # ------------------------------------------------------------------ forward
-    def forward(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
+    def compute(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
                 batch: BackboneInput) -> dict[str, torch.Tensor]:
         """Unweighted terms ``{name: scalar float32}`` for the enabled components (module docstring)."""
-        device = batch.point_batch.device
-        with torch.autocast(device_type=device.type, enabled=False):
-            return self._terms(student, teacher, batch)
-
-    def _terms(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
-               batch: BackboneInput) -> dict[str, torch.Tensor]:
         for side, taps in (("student", student), ("teacher", teacher)):
             missing = [t for t in self.student_taps if t not in taps]
             if missing:

@@ -295,15 +295,9 @@ class PVD(Distiller):
         }
 
     # ------------------------------------------------------------------ forward
-    def forward(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
+    def compute(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
                 batch: BackboneInput) -> dict[str, torch.Tensor]:
         """Unweighted terms ``{name: scalar float32}`` for the enabled components (see the module docstring)."""
-        device = batch.point_batch.device
-        with torch.autocast(device_type=device.type, enabled=False):
-            return self._terms(student, teacher, batch)
-
-    def _terms(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
-               batch: BackboneInput) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}
         active = self.active_terms
         n, m, b = batch.point_batch.shape[0], batch.voxel_coords.shape[0], batch.batch_size
