@@ -96,3 +96,21 @@ def test_nan_loss_stops_with_message_and_keeps_checkpoint(tiny_kitti, tmp_path, 
     ckpt = torch.load(tmp_path / "semantickitti/minkunet/nan/seed0/checkpoints/last.pt", weights_only=True)
     assert ckpt["global_step"] == 1
     PlaceholderMSE.nan_after = None
+
+
+@pytest.mark.parametrize("recipe, outputs", [("cylinder3d_student", 17), ("minkunet_student", 16)])
+def test_nuscenes_run_uses_the_16_class_head(tmp_path_factory, tmp_path, recipe, outputs):
+    pytest.importorskip("nuscenes", reason="nuscenes-devkit not installed")
+    from harness.data.generate import generate_nuscenes
+
+    root = tmp_path_factory.mktemp("nusc")
+    generate_nuscenes(root, scans=10, seed=2)  # 10 key frames cover every v1.0-mini scene (the devkit splits need them)
+    cfg = load_config(f"{RECIPES}/{recipe}.yaml", [
+        f"data.root={root}", "data.dataset=nuscenes", "data.version=v1.0-mini", "data.max_points=3000",
+        "train.epochs=1", "train.batch_size=1", "train.max_steps_per_epoch=1", f"output_root={tmp_path}", "name=nu"])
+    trainer = Trainer(cfg, device="cpu")
+    head = trainer.model.cylinder_3d_spconv_seg.logits if recipe.startswith("cylinder3d") else trainer.model.classifier[0]
+    assert (head.out_channels if hasattr(head, "out_channels") else head.out_features) == outputs
+    metrics = trainer.fit()
+    assert metrics["convention"] == "nuscenes" and len(metrics["iou_per_class"]) == 16
+    assert metrics["num_points"] > 0
