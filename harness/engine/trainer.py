@@ -130,15 +130,15 @@ class Trainer:
 
         self.epoch = self.step_in_epoch = self.global_step = 0
         self.tensorboard = None
-        if cfg.train.tensorboard and self.info.is_main:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as err:
-                raise InputError("train.tensorboard", f"TensorBoard is not installed ({err})",
-                                 "pip install 'pvkd-harness[tensorboard]' or set train.tensorboard=false") from None
-            self.tensorboard = SummaryWriter(str(self.store.path / "tensorboard"))
         if self.info.is_main:
             self.store.prepare(cfg, resume=resume, world_size=self.info.world_size, device=str(self.device))
+            if cfg.train.tensorboard:  # after prepare(): never touch a finished run's folder
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError as err:
+                    raise InputError("train.tensorboard", f"TensorBoard is not installed ({err})",
+                                     "pip install 'pvkd-harness[tensorboard]' or set train.tensorboard=false") from None
+                self.tensorboard = SummaryWriter(str(self.store.path / "tensorboard"))
         barrier(self.info)
         if resume and self.store.checkpoint_path.is_file():
             self._restore(load_checkpoint(self.store.checkpoint_path))
