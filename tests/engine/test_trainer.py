@@ -114,3 +114,17 @@ def test_nuscenes_run_uses_the_16_class_head(tmp_path_factory, tmp_path, recipe,
     metrics = trainer.fit()
     assert metrics["convention"] == "nuscenes" and len(metrics["iou_per_class"]) == 16
     assert metrics["num_points"] > 0
+
+
+def test_tensorboard_option(tiny_kitti, tmp_path):
+    import importlib.util
+
+    cfg = load_config(f"{RECIPES}/minkunet_student.yaml",
+                      overrides(tiny_kitti, tmp_path, "tb", train__max_steps_per_epoch=1, train__tensorboard="true"))
+    if importlib.util.find_spec("tensorboard") is None:
+        with pytest.raises(InputError, match="train.tensorboard: TensorBoard is not installed"):
+            Trainer(cfg, device="cpu")
+    else:
+        trainer = Trainer(cfg, device="cpu")
+        trainer.fit()
+        assert list((trainer.store.path / "tensorboard").glob("events.out.tfevents.*"))
