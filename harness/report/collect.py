@@ -1,7 +1,7 @@
 """Read finished runs (``metrics.json`` + ``config.yaml`` + ``env.json``) of a plan into tidy records.
 
 Units: every IoU here is in **percent** (metrics.json stores fractions); MACs are **GMACs per scan** (the trainer
-records the MACs of the first validation batch, which holds ``min(batch_size, scans on rank 0)`` scans).
+records ``macs_per_scan`` on the first validation scan).
 """
 from __future__ import annotations
 

@@ -152,7 +152,7 @@ def methods_table(exp: Experiment, results: list[RunResult], ref: Reference, dem
                      text(str(n)), beyond_spread(d, std, n)])
     notes = _common_notes(ref, exp, stale_any)
     notes.append("MACs: GMACs per scan. Paper: Table 1 prints MACs only for the teachers and the plain 0.5× students. "
-                 "Ours: counted on our first validation batch, so they scale with the evaluated scans' size.")
+                 "Ours: counted on the first validation scan (kernel-map pairs x C_in x C_out), so they scale with its size.")
     if exp.table == "main":
         for key, label in (("main.semantickitti_test.pvd", "Cylinder3D_0.5× + PVD"), ("main.semantickitti_test.teacher", "Cylinder3D")):
             v = ref.get(key)
