@@ -83,6 +83,30 @@ class Distiller(nn.Module):
         """Optional pass on the frozen teacher before student training (e.g. KA's auto-encoder)."""
 
 
+class SeededSampling:
+    """Mixin for distillers that sample (supervoxels, group members): one ``torch.Generator`` per device,
+    seeded with ``self.seed`` (None: torch's global RNG), whose states travel in checkpoints through
+    ``nn.Module``'s extra state, so a resumed run draws exactly what the uninterrupted run would have."""
+
+    seed: int | None
+    _generators: dict[str, torch.Generator]
+
+    def get_extra_state(self) -> dict:
+        return {key: gen.get_state() for key, gen in self._generators.items()}
+
+    def set_extra_state(self, state: dict) -> None:
+        for key, gen_state in (state or {}).items():
+            self._generator(torch.device(key)).set_state(gen_state)
+
+    def _generator(self, device: torch.device) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        key = str(device)
+        if key not in self._generators:
+            self._generators[key] = torch.Generator(device=device).manual_seed(int(self.seed))
+        return self._generators[key]
+
+
 def paper_coefficients(method: str, backbone: str) -> dict[str, float]:
     """Coefficients from PVKD supplementary Table 4 for (method, backbone), keyed by term name."""
     table = yaml.safe_load(COEFFICIENT_FILE.read_text())["coefficients"]

@@ -97,7 +97,7 @@ from torch import nn
 
 from harness.backbones.base import BackboneInput
 from harness.data.fusion import HARD_CLASSES_SEMANTICKITTI
-from harness.distill.base import DistillContext, Distiller
+from harness.distill.base import DistillContext, Distiller, SeededSampling
 from harness.distill.losses import cosine_affinity, has_direction, kl_divergence, per_scan_mean
 from harness.distill.recorder import TapValue
 from harness.distill.supervoxel import gather_members
@@ -211,7 +211,7 @@ def code_logit_distance(student_logits: torch.Tensor, teacher_logits: torch.Tens
     return (p_t * (torch.log(p_t + _EPS) - torch.log(p_s + _EPS)).abs()).mean(dim=1)
 
 
-class M2SKD(Distiller):
+class M2SKD(SeededSampling, Distiller):
     """Multi-to-single KD: unweighted terms ``feature``, ``logit``, ``affinity`` (module docstring).
 
     Args:
@@ -452,20 +452,6 @@ class M2SKD(Distiller):
         return voxel_labels, voxel_instance
 
     # ------------------------------------------------------------------ RNG state (checkpointed)
-    def get_extra_state(self) -> dict:
-        return {key: gen.get_state() for key, gen in self._generators.items()}
-
-    def set_extra_state(self, state: dict) -> None:
-        for key, gen_state in (state or {}).items():
-            self._generator(torch.device(key)).set_state(gen_state)
-
-    def _generator(self, device: torch.device) -> torch.Generator | None:
-        if self.seed is None:
-            return None
-        key = str(device)
-        if key not in self._generators:
-            self._generators[key] = torch.Generator(device=device).manual_seed(int(self.seed))
-        return self._generators[key]
 
 
 # ---------------------------------------------------------------------------------------------- helpers

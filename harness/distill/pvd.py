@@ -100,7 +100,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from harness.backbones.base import BackboneInput
-from harness.distill.base import DistillContext, Distiller, paper_coefficients
+from harness.distill.base import DistillContext, Distiller, SeededSampling, paper_coefficients
 from harness.distill.losses import (affinity_distance, cosine_affinity, has_direction, kl_divergence,
                                     per_scan_mean)
 from harness.distill.recorder import TapValue
@@ -165,7 +165,7 @@ class SupervoxelSample:
     slot: torch.Tensor
 
 
-class PVD(Distiller):
+class PVD(SeededSampling, Distiller):
     """Point-to-Voxel KD: four unweighted terms ``out_point``, ``out_voxel``, ``aff_point``, ``aff_voxel``.
 
     See the module docstring for the equations and every reading. Options (all YAML-friendly):
@@ -432,23 +432,6 @@ class PVD(Distiller):
         j = torch.arange(self.K, device=weights.device).unsqueeze(0).expand_as(sampled)
         slot[(b * num_sv + sampled)[drawn]] = (b * self.K + j)[drawn]
         return SupervoxelSample(geo.point_supervoxel, weights, sampled, slot)
-
-    def get_extra_state(self) -> dict:
-        """Sampling-generator states, saved in checkpoints so a resumed run draws the same supervoxels."""
-        return {key: gen.get_state() for key, gen in self._generators.items()}
-
-    def set_extra_state(self, state: dict) -> None:
-        for key, gen_state in (state or {}).items():
-            device = torch.device(key)
-            self._generator(device).set_state(gen_state)
-
-    def _generator(self, device: torch.device) -> torch.Generator | None:
-        if self.seed is None:
-            return None
-        key = str(device)
-        if key not in self._generators:
-            self._generators[key] = torch.Generator(device=device).manual_seed(int(self.seed))
-        return self._generators[key]
 
     def _cylindrical_cells(self, batch: BackboneInput, geo: "BatchGeometry") -> "_Cells":
         """Cells of the cylindrical distillation grid holding the (valid) points of each scan."""

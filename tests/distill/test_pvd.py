@@ -445,3 +445,25 @@ def test_golden_values():
     assert expected.keys() == got.keys()
     for case, terms in expected.items():
         assert got[case] == pytest.approx(terms, rel=1e-5, abs=1e-8), case
+
+
+def test_sampling_generator_state_travels_in_the_state_dict():
+    """A resumed run draws the same supervoxels: the generator state is part of the checkpoint."""
+    import torch as _torch
+
+    from harness.distill.base import SeededSampling
+
+    class Sampler(SeededSampling, _torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seed, self._generators = 7, {}
+
+    a = Sampler()
+    a._generator(_torch.device("cpu"))
+    _torch.rand(5, generator=a._generator(_torch.device("cpu")))  # advance
+    b = Sampler()
+    b.load_state_dict(a.state_dict())
+    nxt_a = _torch.rand(3, generator=a._generator(_torch.device("cpu")))
+    nxt_b = _torch.rand(3, generator=b._generator(_torch.device("cpu")))
+    assert _torch.equal(nxt_a, nxt_b)
+    assert not _torch.equal(nxt_b, _torch.rand(3, generator=Sampler()._generator(_torch.device("cpu"))))
