@@ -128,12 +128,7 @@ class CD(Distiller):
         self.level = check_level(level)
         self.feature_tap, self.logit_tap = f"{level}_features", f"{level}_logits"
         self.student_taps = self.teacher_taps = (self.feature_tap, self.logit_tap)  # type: ignore[misc]
-        try:
-            c_s = int(context.student_channels[self.feature_tap])
-            c_t = int(context.teacher_channels[self.feature_tap])
-        except KeyError as err:
-            raise KeyError(f"CD needs the width of tap {self.feature_tap!r} in DistillContext.student_channels "
-                           f"and teacher_channels") from err
+        c_s, c_t = context.tap_widths(self.feature_tap, "CD")
         self.adapter_kind = adapter
         self.adapter = build_adapter(c_s, c_t, adapter)
 

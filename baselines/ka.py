@@ -225,12 +225,7 @@ class KA(Distiller):
             raise ValueError("KA at point level needs kernel_size=1 (points are not unique grid sites)")
         if affinity not in ("row_l2", "mse"):
             raise ValueError(f"affinity must be 'row_l2' or 'mse', got {affinity!r}")
-        try:
-            c_s = int(context.student_channels[self.feature_tap])
-            c_t = int(context.teacher_channels[self.feature_tap])
-        except KeyError as err:
-            raise KeyError(f"KA needs the width of tap {self.feature_tap!r} in DistillContext.student_channels "
-                           f"and teacher_channels") from err
+        c_s, c_t = context.tap_widths(self.feature_tap, "KA")
         latent = max(1, int(c_t * latent_ratio))
         self.kernel_size, self.latent_channels = int(kernel_size), latent
         self.p, self.affinity_kind, self.sparsity = float(p), affinity, float(sparsity)

@@ -49,6 +49,14 @@ class DistillContext:
     teacher_channels: Mapping[str, int] = field(default_factory=dict)
     class_frequency: torch.Tensor | None = None  # (num_classes,) training frequency per class
 
+    def tap_widths(self, tap: str, method: str) -> tuple[int, int]:
+        """(student, teacher) feature width of ``tap``; a clear KeyError when the trainer did not record it."""
+        try:
+            return int(self.student_channels[tap]), int(self.teacher_channels[tap])
+        except KeyError as err:
+            raise KeyError(f"{method} needs the width of tap {tap!r} in DistillContext.student_channels "
+                           f"and teacher_channels") from err
+
 
 class Distiller(nn.Module):
     """Base class. Subclasses set ``student_taps``, ``teacher_taps`` and ``terms`` and implement ``forward``."""

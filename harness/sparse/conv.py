@@ -178,20 +178,7 @@ class SparseConv3d(SparseConvModule):
     :class:`SparseInverseConv3d` must undo it.
     """
 
-    kind: ConvKind = "strided"
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: IntOrTriple,
-        stride: IntOrTriple = 1,
-        padding: IntOrTriple = 0,
-        indice_key: str | None = None,
-        bias: bool = False,
-        map_kernel_size: IntOrTriple | None = None,
-    ) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, indice_key, bias, map_kernel_size)
+    kind: ConvKind = "strided"  # same constructor as the base: (cin, cout, kernel_size, stride, padding, ...)
 
     def _output_stride(self, x: SparseTensor) -> tuple[int, int, int]:
         return tuple(a * b for a, b in zip(x.stride, self.stride))  # type: ignore[return-value]
