@@ -125,6 +125,29 @@ def _common_notes(ref: Reference, exp: Experiment, stale_any: bool) -> list[str]
     return notes
 
 
+@dataclass(frozen=True)
+class Ours:
+    """Our side of one row: mean / std over seeds, seed count, stale flag and Δ = Ours − Paper."""
+
+    mean: float | None
+    std: float | None
+    n: int
+    stale: bool
+    d: float | None
+
+    @classmethod
+    def of(cls, summ: "Summary | None", paper: float | None) -> "Ours":
+        mean = summ.miou_mean if summ else None
+        return cls(mean, summ.miou_std if summ else None, summ.n if summ else 0,
+                   bool(summ and not summ.all_current), diff(mean, paper))
+
+    def miou(self) -> Cell:
+        return mean_std(self.mean, self.std, self.n, self.stale)
+
+    def spread(self) -> Cell:
+        return beyond_spread(self.d, self.std, self.n)
+
+
 def methods_table(exp: Experiment, results: list[RunResult], ref: Reference, demo: bool | None = None) -> TableModel:
     s = summarize([r for r in results if r.table == exp.table])
     columns = [text("Group"), text("Method"), text("Paper mIoU"), text("Ours mIoU"), text("Δ mIoU"),
@@ -134,12 +157,8 @@ def methods_table(exp: Experiment, results: list[RunResult], ref: Reference, dem
         summ: Summary | None = s.get((exp.table, spec.id))
         paper = ref.value(spec.ref, "miou")
         paper_macs = ref.value(spec.ref, "macs_g")
-        mean = summ.miou_mean if summ else None
-        std = summ.miou_std if summ else None
-        n = summ.n if summ else 0
-        stale = bool(summ and not summ.all_current)
-        stale_any |= stale
-        d = diff(mean, paper)
+        ours = Ours.of(summ, paper)
+        stale_any |= ours.stale
         group = spec.group
         if group != last_group:
             starts.append(len(rows))
@@ -147,9 +166,9 @@ def methods_table(exp: Experiment, results: list[RunResult], ref: Reference, dem
             gcell = text(exp.groups.get(group, group))
         else:
             gcell = text("")
-        rows.append([gcell, text(spec.label), num(paper), mean_std(mean, std, n, stale), delta(d), num(paper_macs),
+        rows.append([gcell, text(spec.label), num(paper), ours.miou(), delta(ours.d), num(paper_macs),
                      num(summ.macs_mean if summ else None, 2 if (summ and summ.macs_mean and summ.macs_mean < 10) else 1),
-                     text(str(n)), beyond_spread(d, std, n)])
+                     text(str(ours.n)), ours.spread()])
     notes = _common_notes(ref, exp, stale_any)
     notes.append("MACs: GMACs per scan. Paper: Table 1 prints MACs only for the teachers and the plain 0.5× students. "
                  "Ours: counted on the first validation scan (kernel-map pairs x C_in x C_out), so they scale with its size.")
@@ -175,16 +194,14 @@ def coefficients_table(exp: Experiment, results: list[RunResult], ref: Reference
             continue
         summ = s.get((exp.table, spec.id))
         paper = ref.value(spec.ref)
-        mean, std, n = (summ.miou_mean, summ.miou_std, summ.n) if summ else (None, None, 0)
-        stale = bool(summ and not summ.all_current)
-        stale_any |= stale
+        ours = Ours.of(summ, paper)
+        stale_any |= ours.stale
         used = _used_coefficients([r for r in results if r.table == exp.table and r.run_id == spec.id], [t for t, _ in terms])
         paper_coefs = [ref.value(spec.ref, f"coef.{t}") for t, _ in terms]
         check = "" if used is None else ("= paper" if all(
             u is not None and p is not None and math.isclose(u, p) for u, p in zip(used, paper_coefs)) else "≠ paper")
-        d = diff(mean, paper)
         rows.append([num(v, 2) if v is not None else text("—") for v in paper_coefs]
-                    + [num(paper), mean_std(mean, std, n, stale), delta(d), text(str(n)), beyond_spread(d, std, n), text(check)])
+                    + [num(paper), ours.miou(), delta(ours.d), text(str(ours.n)), ours.spread(), text(check)])
     notes = _common_notes(ref, exp, stale_any)
     notes.append("α_1, α_2, β_1, β_2 = coefficients of L_out.p, L_out.v, L_aff.p, L_aff.v (the paper's values); "
                  "\"coefficients used\" compares them with the coefficients recorded in our runs' metrics.json.")
@@ -209,17 +226,15 @@ def components_table(exp: Experiment, results: list[RunResult], ref: Reference, 
             continue
         summ = s.get((exp.table, spec.id))
         paper = ref.value(spec.ref)
-        mean, std, n = (summ.miou_mean, summ.miou_std, summ.n) if summ else (None, None, 0)
-        stale = bool(summ and not summ.all_current)
-        stale_any |= stale
+        ours = Ours.of(summ, paper)
+        stale_any |= ours.stale
         coefs = (spec.overrides.get("distill.coefficients") or {}) if spec.overrides.get("distill.method") else {}
         if spec.overrides.get("distill.method") and not coefs:
             active = {t for t, _ in terms}
         else:
             active = {t for t, v in coefs.items() if float(v) != 0.0}
-        d = diff(mean, paper)
         rows.append([Cell("✓", r"$\surd$") if t in active else text("") for t, _ in terms]
-                    + [num(paper), mean_std(mean, std, n, stale), delta(d), text(str(n)), beyond_spread(d, std, n)])
+                    + [num(paper), ours.miou(), delta(ours.d), text(str(ours.n)), ours.spread()])
     notes = _common_notes(ref, exp, stale_any)
     notes.append("A ✓ term keeps its Table 4 (Cylinder3D) coefficient; the others are set to 0.")
     return TableModel(exp.table, exp.title, columns, rows, "ccccrrrrc", [0], notes, DEMO_BANNER if _demo(results, demo) else None)
