@@ -6,6 +6,7 @@ import pytest
 
 from harness.config.load import load_config
 from harness.engine.trainer import Trainer
+from tests.engine.conftest import overrides
 
 pytestmark = pytest.mark.real_data
 RECIPES = "harness/configs/recipes"
@@ -13,10 +14,10 @@ METHODS = ["pvd", "kd", "cd", "ifv", "skd", "ka"]
 
 
 def cfg(recipe, root, out, name, **extra):
-    overrides = [f"data.root={root}", "data.train_sequences=[0]", "data.val_sequences=[0]", "data.max_points=1500",
-                 "data.max_scans=1", "train.epochs=1", "train.batch_size=1", "train.max_steps_per_epoch=1",
-                 f"output_root={out}", f"name={name}"] + [f"{k}={v}" for k, v in extra.items()]
-    return load_config(f"{RECIPES}/{recipe}.yaml", overrides)
+    # the real root has only sequence 00 labelled: train and validate on its first scan
+    return load_config(f"{RECIPES}/{recipe}.yaml", overrides(
+        root, out, name, data__val_sequences="[0]", data__max_points=1500, data__max_scans=1,
+        train__max_steps_per_epoch=1, **extra))
 
 
 @pytest.fixture(scope="module", params=["cylinder3d", "minkunet"])

@@ -7,6 +7,7 @@ import pytest
 from harness.config.load import load_config
 from harness.data.generate import generate_semantickitti
 from harness.engine.trainer import Trainer
+from tests.engine.conftest import overrides
 
 RECIPES = "harness/configs/recipes"
 
@@ -19,10 +20,8 @@ def sequence_root(tmp_path_factory):
 
 
 def cfg(recipe, root, out, **extra):
-    overrides = [f"data.root={root}", "data.train_sequences=[0]", "data.val_sequences=[8]", "data.max_points=1500",
-                 "data.max_scans=6", "train.epochs=1", "train.batch_size=1", "train.max_steps_per_epoch=2",
-                 "model.width=0.5", f"output_root={out}"] + [f"{k}={v}" for k, v in extra.items()]
-    return load_config(f"{RECIPES}/{recipe}.yaml", overrides)
+    return load_config(f"{RECIPES}/{recipe}.yaml", overrides(
+        root, out, recipe, data__max_points=1500, data__max_scans=6, train__max_steps_per_epoch=2, model__width=0.5, **extra))
 
 
 def test_fused_teacher_then_m2skd_student(sequence_root, tmp_path):
