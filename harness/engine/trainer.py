@@ -338,17 +338,7 @@ class Trainer:
                 # only the target scan's own points (fused points follow them and are never scored)
                 m = np.flatnonzero(owner == b)[: batch.extras["num_original"][b]]
                 acc.add(xyz[m], gt[m], pred[m])
-        counts = torch.from_numpy(acc.counts)
-        all_reduce_sum(counts, self.info)
-        acc.counts = counts.numpy()
-        for mode, arr in acc.by_distance.items():
-            t = torch.from_numpy(arr)
-            all_reduce_sum(t, self.info)
-            acc.by_distance[mode] = t.numpy()
-        stats = torch.tensor([acc.num_scans, acc.num_points], dtype=torch.int64)
-        all_reduce_sum(stats, self.info)
-        acc.num_scans, acc.num_points = int(stats[0]), int(stats[1])
-        return acc
+        return acc.all_reduce()
 
     def finish(self) -> dict:
         acc = self.evaluate()

@@ -56,15 +56,18 @@ class ConfusionMatrix:
         self.counts += other.counts
         return self
 
-    def all_reduce(self) -> "ConfusionMatrix":
-        """Sum the counts over all ranks of the default ``torch.distributed`` group (no-op otherwise)."""
-        import torch
-        import torch.distributed as dist
 
-        if dist.is_available() and dist.is_initialized():
-            t = torch.from_numpy(self.counts.copy())
-            if dist.get_backend() == "nccl":
-                t = t.cuda()
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
-            self.counts = t.cpu().numpy()
-        return self
+def sum_over_ranks(counts: np.ndarray) -> np.ndarray:
+    """Sum integer counts over all ranks of the default ``torch.distributed`` group (no-op otherwise).
+
+    Metrics under DDP are reduced from counts, never averaged per rank (detectron2 SemSegEvaluator)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return counts
+    t = torch.from_numpy(np.ascontiguousarray(counts, dtype=np.int64))
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.cpu().numpy()

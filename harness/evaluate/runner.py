@@ -18,7 +18,7 @@ import numpy as np
 
 from harness.data.labelmap import LabelMap, load_label_map
 from harness.errors import InputError
-from harness.evaluate.confusion import confusion_counts
+from harness.evaluate.confusion import confusion_counts, sum_over_ranks
 from harness.evaluate.distance import DistanceBins
 from harness.evaluate.metrics import iou_per_class, mean_iou, scores
 
@@ -50,6 +50,13 @@ class Accumulator:
             self.by_distance[mode] += confusion_counts(gt, pred, c, bins.assign(xyz), len(bins.bins))
         self.num_scans += 1
         self.num_points += int(gt.shape[0])
+
+    def all_reduce(self) -> "Accumulator":
+        """Sum every count (overall, per distance bin, scans, points) over the DDP ranks."""
+        self.counts = sum_over_ranks(self.counts)
+        self.by_distance = {mode: sum_over_ranks(arr) for mode, arr in self.by_distance.items()}
+        self.num_scans, self.num_points = (int(v) for v in sum_over_ranks(np.array([self.num_scans, self.num_points])))
+        return self
 
     def result(self) -> dict:
         names = self.label_map.class_names
