@@ -5,12 +5,17 @@ evaluate released weights (no training step); ``--tolerance`` sets one value for
 ``|Ours − Paper| <= tolerance`` (Ours = mean over seeds). Claims from ``results/reference/claims.yaml`` with
 severity ``error`` fail the check when violated on our numbers; ``warn`` claims are only reported.
 
-Exit codes: 0 pass; 1 any failure (or nothing to compare); demo-profile runs are "not applicable" (exit 0): they
-are never compared with the paper.
+Only runs of the profile asked for (default: the one ``reproduce`` would pick) whose config hash matches that
+profile's plan are compared. Stale runs (another config hash), runs of another profile (e.g. a demo-tagged
+``metrics.json`` in a paper folder) and missing runs are listed by name and fail the check; ``--allow-missing``
+lets missing runs (only those) pass.
+
+Exit codes: 0 pass; 1 any failure (or nothing to compare). "Not applicable" (exit 0) only for a profile whose runs
+are never compared with the paper (:data:`NOT_COMPARED_PROFILES`: demo, cpu-bench).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from harness.reproduce.spec import Experiment
@@ -19,6 +24,18 @@ from harness.report.reference import Reference
 
 RETRAINED_TOL = 1.0
 RELEASED_TOL = 0.1
+# Profiles whose runs are never compared with the paper (generated data, minute-long schedules).
+NOT_COMPARED_PROFILES = ("demo", "cpu-bench")
+
+
+def not_applicable_message(profile_name: str, why: str = "") -> str | None:
+    """The one place that decides "not applicable": None for a profile that is compared with the paper, else the
+    message to print (exit 0). A profile with its own regression check dispatches from here."""
+    if profile_name not in NOT_COMPARED_PROFILES:
+        return None
+    return (f"not applicable: profile {profile_name}" + (f" ({why})" if why else "") + " -- its runs (generated data, "
+            "minute-long schedules) are never compared with the paper. Run the paper profile on the real datasets "
+            "(set the dataset roots, or pass --profile paper).")
 
 
 @dataclass
@@ -51,18 +68,35 @@ class ClaimResult:
 
 
 @dataclass
+class Excluded:
+    """A finished run that is not compared: stale (another config hash) or of another profile."""
+
+    table: str
+    run_id: str
+    seed: int
+    run_dir: str
+    reason: str
+
+
+@dataclass
 class CheckReport:
     comparisons: list[Comparison]
     claims: list[ClaimResult]
     not_applicable: bool = False
     message: str = ""
+    excluded: list[Excluded] = field(default_factory=list)
+    allow_missing: bool = False
+
+    @property
+    def missing(self) -> list[Comparison]:
+        return [c for c in self.comparisons if c.status == "missing"]
 
     @property
     def failed(self) -> bool:
         if self.not_applicable:
             return False
         compared = [c for c in self.comparisons if c.status != "missing"]
-        if not compared:
+        if not compared or self.excluded or (self.missing and not self.allow_missing):
             return True
         return any(c.status == "FAIL" for c in compared) or any(c.status == "VIOLATED" for c in self.claims)
 
@@ -72,12 +106,26 @@ class CheckReport:
 
 
 def compare(experiments: list[Experiment], results: list[RunResult], ref: Reference, claims: list[dict],
-            tolerance: float | None = None) -> CheckReport:
-    if any(r.profile == "demo" for r in results):
-        return CheckReport([], [], not_applicable=True,
-                           message="not applicable: these are demo-profile runs (generated data, minute-long schedules); "
-                                   "they are never compared with the paper. Run the paper profile on the real datasets.")
-    summaries = summarize(results)
+            tolerance: float | None = None, profile: str = "paper", allow_missing: bool = False) -> CheckReport:
+    """Compare the runs of ``profile`` whose config hash matches the plan (``RunResult.current``); every other
+    finished run is listed in ``excluded`` and fails the report."""
+    message = not_applicable_message(profile)
+    if message is not None:
+        return CheckReport([], [], not_applicable=True, message=message)
+    usable: list[RunResult] = []
+    excluded: list[Excluded] = []
+    for r in results:
+        expected = r.planned_profile or profile
+        if r.profile != expected:
+            reason = f"a {r.profile}-profile run where the {profile} plan expects a {expected} run"
+        elif not r.current:
+            reason = (f"stale: finished with config hash {r.metrics.get('config_hash')}, "
+                      f"which is not the {profile} plan's config")
+        else:
+            usable.append(r)
+            continue
+        excluded.append(Excluded(r.table, r.run_id, r.seed, str(r.run_dir), reason))
+    summaries = summarize(usable)
     comparisons = []
     for exp in experiments:
         for spec in exp.runs:
@@ -92,7 +140,7 @@ def compare(experiments: list[Experiment], results: list[RunResult], ref: Refere
     tables = {e.table for e in experiments}
     claim_results = [evaluate_claim(c, lambda rid, t=c["table"]: _mean(summaries, t, rid))
                      for c in claims if c["table"] in tables]
-    return CheckReport(comparisons, claim_results)
+    return CheckReport(comparisons, claim_results, excluded=excluded, allow_missing=allow_missing)
 
 
 def _mean(summaries, table: str, run_id: str) -> float | None:
@@ -138,14 +186,24 @@ def format_report(report: CheckReport) -> str:
         lines.append("ordering claims:")
         for r in report.claims:
             lines.append(f"  [{r.status}] {r.claim['id']}: {r.claim['text']} -- {r.detail} ({r.claim['source']})")
+    if report.excluded:
+        lines.append("")
+        lines.append(f"not compared ({len(report.excluded)} finished run(s) that are not the plan's; they fail the check):")
+        for e in report.excluded:
+            lines.append(f"  {e.table}:{e.run_id} seed{e.seed} ({e.run_dir}): {e.reason}")
+    if report.missing:
+        lines.append("")
+        lines.append(f"missing ({len(report.missing)} reported number(s) without a finished current run"
+                     + ("; allowed by --allow-missing" if report.allow_missing else "; pass --allow-missing to accept")
+                     + "): " + ", ".join(f"{c.table}:{c.run_id}" for c in report.missing))
     ok = sum(c.status == "ok" for c in report.comparisons)
     fail = sum(c.status == "FAIL" for c in report.comparisons)
-    missing = sum(c.status == "missing" for c in report.comparisons)
+    missing = len(report.missing)
     violated = sum(r.status == "VIOLATED" for r in report.claims)
     lines.append("")
     if ok + fail == 0:
-        lines.append(f"FAIL: nothing to compare ({missing} reported numbers without a finished run)")
+        lines.append(f"FAIL: nothing to compare ({missing} reported numbers without a finished current run)")
     else:
         lines.append(f"{'FAIL' if report.failed else 'PASS'}: {ok} within tolerance, {fail} outside, {missing} missing, "
-                     f"{violated} claim(s) violated")
+                     f"{violated} claim(s) violated, {len(report.excluded)} not compared (stale or other profile)")
     return "\n".join(lines)

@@ -31,6 +31,7 @@ class RunResult:
     macs_g: float | None            # GMACs per scan
     iou: dict[str, float | None] = field(default_factory=dict)        # percent
     per_distance: list[tuple[str, float | None]] = field(default_factory=list)  # (bin label, mIoU %)
+    planned_profile: str | None = None  # the profile tag the plan writes into this run's config (None: unknown)
 
     @property
     def profile(self) -> str:
@@ -46,11 +47,47 @@ class RunResult:
         return int(self.metrics.get("global_steps", 1) or 0) == 0
 
 
-def _pct(x: Any) -> float | None:
+FOREIGN_METRICS_FIX = "this metrics.json was not written by harness train: delete the run folder and retrain it"
+
+
+def _pct(x: Any, where: str | Path = "metrics.json", key: str = "") -> float | None:
     if x is None:
         return None
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        from harness.errors import InputError
+
+        raise InputError(where, f"{key or 'an IoU'} is {x!r}, not a number", FOREIGN_METRICS_FIX)
     x = float(x)
     return None if math.isnan(x) else 100.0 * x
+
+
+def read_metrics(path: Path) -> dict[str, Any] | None:
+    """A ``metrics.json`` as a mapping; None when it is unreadable (a torn write); a named error when it is
+    valid JSON of the wrong shape (a list, a string IoU): tables and check must never crash on it."""
+    from harness.errors import InputError
+
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    fix = FOREIGN_METRICS_FIX
+    if not isinstance(metrics, dict):
+        raise InputError(path, f"expected a JSON object, got a {type(metrics).__name__}", fix)
+    for key in ("miou", "accuracy", "macs_per_scan"):
+        _pct(metrics.get(key), path, key)
+    iou = metrics.get("iou_per_class")
+    if iou is not None and not isinstance(iou, dict):
+        raise InputError(path, f"iou_per_class is a {type(iou).__name__}, not a mapping", fix)
+    for name, value in (iou or {}).items():
+        _pct(value, path, f"iou_per_class[{name!r}]")
+    pd = metrics.get("per_distance")
+    if pd is not None and not (isinstance(pd, dict) and isinstance(pd.get("harness", {}), dict)
+                               and isinstance(pd.get("harness", {}).get("bins", []), list)
+                               and all(isinstance(b, dict) for b in pd.get("harness", {}).get("bins", []))):
+        raise InputError(path, "per_distance is not {harness: {bins: [{bin, miou}, ...]}}", fix)
+    for b in (pd or {}).get("harness", {}).get("bins", []):
+        _pct(b.get("miou"), path, f"per_distance bin {b.get('bin')!r}")
+    return metrics
 
 
 def macs_per_scan(metrics: dict, run_dir: Path) -> float | None:
@@ -63,9 +100,8 @@ def read_run(plan_table: str, spec, seed: int, run_dir: Path, expected_hash: str
     path = run_dir / "metrics.json"
     if not path.is_file():
         return None
-    try:
-        metrics = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    metrics = read_metrics(path)
+    if metrics is None:
         return None
     bins = (metrics.get("per_distance") or {}).get("harness", {}).get("bins", [])
     return RunResult(
@@ -93,17 +129,24 @@ def collect(plan: Plan) -> list[RunResult]:
 
                     result.current = inspect_run(run.run_dir, run.config_hash, run.tree)[0] == "done"
                 if result is not None:
+                    result.planned_profile = run.tree.get("profile") if run.tree else None
                     out.append(result)
     return out
 
 
 def all_runs(output_root: str | Path) -> list[dict]:
-    """Every finished ``metrics.json`` under a run store (for the coefficient table), with its folder."""
+    """Every finished ``metrics.json`` under a run store (for the coefficient table), with its folder.
+
+    Only ``seed<k>`` folders are results: ``seed<k>.replaced-<hash>`` folders (moved aside by ``--replace-stale``)
+    are history and never counted."""
+    from harness.reproduce.plan import SEED_DIR
+
     out = []
     for path in sorted(Path(output_root).glob("*/*/*/seed*/metrics.json")):
-        try:
-            m = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+        if not SEED_DIR.match(path.parent.name):
+            continue
+        m = read_metrics(path)
+        if m is None:
             continue
         m["_run_dir"] = str(path.parent)
         out.append(m)

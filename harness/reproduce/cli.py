@@ -18,7 +18,9 @@ def _experiments(names: list[str] | None) -> list[Experiment]:
 
 
 def _store_has_runs(profile: Profile) -> bool:
-    return any(Path(profile.output_root).glob("*/*/*/seed*/metrics.json"))
+    from harness.reproduce.plan import SEED_DIR
+
+    return any(SEED_DIR.match(p.parent.name) for p in Path(profile.output_root).glob("*/*/*/seed*/metrics.json"))
 
 
 def resolve_profile(name: str | None, experiments: list[Experiment], prefer_store: bool = False) -> tuple[Profile, str]:
@@ -140,20 +142,23 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from harness.report.check import compare, format_report
+    from harness.report.check import compare, format_report, not_applicable_message
     from harness.report.collect import collect
     from harness.report.reference import load_claims, load_reference
 
     experiments = _experiments(args.table)
     experiments = [e for e in experiments if e.kind != "coefficient_table"] or experiments
-    profile, why = resolve_profile(args.profile, experiments, prefer_store=True)
+    # the profile asked for, else the one `reproduce` would pick (never whichever store happens to hold runs:
+    # falling back to the demo store would answer "not applicable" for a missing paper reproduction)
+    profile, why = resolve_profile(args.profile, experiments)
     plan = build_plan(experiments, profile, discover_seeds=True)
     print(_header("check", experiments, profile, why))
-    results = collect(plan)
-    if profile.is_demo and not results:
-        print("not applicable: the demo profile is never compared with the paper (and it has no finished runs here)")
+    message = not_applicable_message(profile.name, why)
+    if message is not None:
+        print(message)
         return 0
-    report = compare(experiments, results, load_reference(), load_claims(), args.tolerance)
+    report = compare(experiments, collect(plan), load_reference(), load_claims(), args.tolerance,
+                     profile=profile.name, allow_missing=args.allow_missing)
     print(format_report(report))
     return report.exit_code
 
@@ -182,5 +187,8 @@ def add_subcommands(sub) -> None:  # noqa: ANN001 - argparse's private subparser
     chk.add_argument("--table", action="append", help="experiment (repeatable; default: all)")
     chk.add_argument("--tolerance", type=float, help="allowed |ours - paper| in mIoU points "
                      "(default: 1.0 for retrained runs, 0.1 for evaluated released checkpoints)")
-    chk.add_argument("--profile", help="paper | demo (default: the one with finished runs)")
+    chk.add_argument("--profile", help="paper | demo (default: the profile `reproduce` would pick: paper when the "
+                     "dataset roots are set, else demo, which is not applicable)")
+    chk.add_argument("--allow-missing", action="store_true",
+                     help="missing runs do not fail the check (stale and other-profile runs still do)")
     chk.set_defaults(func=cmd_check)

@@ -176,9 +176,12 @@ def inspect_run(run_dir: Path, digest: str, tree: dict | None = None) -> tuple[s
     metrics = run_dir / "metrics.json"
     if metrics.is_file():
         try:
-            found = json.loads(metrics.read_text()).get("config_hash")
-        except (OSError, json.JSONDecodeError):
+            data = json.loads(metrics.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             return "stale", "metrics.json is unreadable"
+        if not isinstance(data, dict):
+            return "stale", "metrics.json is not a JSON object"
+        found = data.get("config_hash")
         if found == digest:
             return "done", "finished"
         added = schema_compatible(run_dir, tree) if tree is not None else None
