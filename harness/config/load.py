@@ -36,6 +36,8 @@ CHOICES = {
     ("data", "fusion_target"): ("model", "teacher"),
 }
 HASH_EXCLUDE = ("output_root",)
+# a number as people write it: 1e-3, -2, .5, 3., 1_000.0 (YAML 1.1 reads the exponent forms without a dot as text)
+FLOAT_TEXT = re.compile(r"^[-+]?(\d[\d_]*\.?[\d_]*|\.\d[\d_]*)([eE][-+]?\d+)?$")
 
 
 def _suggest(name: str, options: Sequence[str]) -> str:
@@ -49,16 +51,27 @@ def _read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise InputError(path, "config 'base:' chain is circular", "remove the cycle")
     if not path.is_file():
         raise InputError(path, "config file not found", "check the path")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise InputError(path, f"not valid YAML ({err.__class__.__name__})", "fix the YAML syntax") from None
+    data = read_yaml_file(path) or {}
     if not isinstance(data, dict):
         raise InputError(path, "top level must be a mapping", "write 'section: {key: value}' entries")
     base = data.pop("base", None)
     if base is None:
         return data
     return _deep_merge(_read_yaml_chain(path.parent / base, seen + (path,)), data)
+
+
+def read_yaml_file(path: str | Path) -> Any:
+    """``yaml.safe_load`` of a UTF-8 file; unreadable bytes or bad syntax are one error naming the file."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise InputError(path, f"not UTF-8 text (byte {err.start}: {err.reason})",
+                         "save the file as UTF-8") from None
+    except IsADirectoryError:
+        raise InputError(path, "is a directory, not a YAML file", "point at the .yaml file") from None
+    except yaml.YAMLError as err:
+        raise InputError(path, f"not valid YAML ({err.__class__.__name__})", "fix the YAML syntax") from None
 
 
 def _deep_merge(base: dict, diff: dict) -> dict:
@@ -97,6 +110,9 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         return _coerce(value, inner[0], where)
     if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str) and FLOAT_TEXT.match(value.strip()):
+        # YAML 1.1 (PyYAML) reads 1e-3 as a string (it wants 1.0e-3); users write 1e-3
+        return float(value.strip())
     if annotation is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if annotation is bool and isinstance(value, bool):
@@ -106,6 +122,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if origin is list and isinstance(value, list):
         return [_coerce(v, args[0], where) for v in value] if args else value
     if origin is dict and isinstance(value, dict):
+        if len(args) == 2:
+            return {_coerce(k, args[0], f"{where}.{k}"): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
         return dict(value)
     if annotation is Any:
         return value
@@ -151,7 +169,94 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise InputError("distill.method", DISTILLERS.unknown_message(cfg.distill.method), "pick a registered method")
         if not (cfg.distill.teacher_run or cfg.distill.teacher_checkpoint):
             raise InputError("distill.teacher_run", "a distilled run needs a teacher", "set distill.teacher_run to the teacher's run directory")
+    validate_distill(cfg.distill.method, cfg.distill.coefficients, cfg.distill.options)
+    _check_ranges(cfg)
+    _check_name(cfg.name)
+    _check_store(cfg)
     return cfg
+
+
+PAPER_STORE = "results/runs"  # the paper profile's run store (harness/configs/profiles/paper.yaml: output_root)
+
+
+def _check_store(cfg: RunConfig) -> None:
+    """Only paper-profile runs go into the paper run store: a demo run there would sit next to (and be
+    collected like) real results."""
+    if cfg.profile == "paper":
+        return
+    if Path(cfg.output_root).resolve() == Path(PAPER_STORE).resolve():
+        raise InputError("output_root", f"a {cfg.profile}-profile run would be written into the paper run store "
+                         f"{PAPER_STORE}", f"set output_root=results/{cfg.profile}/runs (or profile=paper)")
+
+
+# (dotted key, lowest allowed value, whether the bound itself is allowed); None values (optional keys) are skipped
+RANGES = (
+    ("train.epochs", 1, True), ("train.batch_size", 1, True), ("train.log_every", 1, True),
+    ("train.eval_every", 1, True), ("train.checkpoint_steps", 1, True), ("train.max_steps_per_epoch", 1, True),
+    ("data.num_workers", 0, True), ("data.max_points", 1, True), ("data.max_scans", 1, True),
+    ("data.fusion_frames", 0, True),
+    ("optim.lr", 0.0, False), ("optim.momentum", 0.0, True), ("optim.weight_decay", 0.0, True),
+    ("optim.warmup_epochs", 0.0, True), ("optim.grad_clip", 0.0, False),
+    ("loss.cross_entropy", 0.0, True), ("loss.lovasz", 0.0, True),
+)
+
+
+def _check_ranges(cfg: RunConfig) -> None:
+    """Reject values no training can use (epochs=0 would 'finish' a run that never trained)."""
+    import math
+
+    for key, low, inclusive in RANGES:
+        node: Any = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        if node is None:
+            continue
+        ok = math.isfinite(node) and (node >= low if inclusive else node > low)
+        if not ok:
+            bound = f">= {low}" if inclusive else f"> {low}"
+            raise InputError(key, f"{node!r} is out of range (must be a finite number {bound})", f"set {key} {bound}")
+
+
+def _check_name(name: str) -> None:
+    """A run name is one folder name: it must not leave ``output_root`` (``..``, ``/``, an absolute path)."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or name.startswith("~"):
+        raise InputError("name", f"{name!r} is not a plain folder name (runs live in "
+                         "<output_root>/<dataset>/<backbone>/<name>/)", "use letters, digits, '_', '-', '.' only")
+
+
+def validate_distill(method: str | None, coefficients: dict[str, float], options: dict[str, Any]) -> None:
+    """``distill.coefficients`` and ``distill.options`` against the method: coefficient names must be its loss
+    ``terms``, option names keyword parameters of its constructor, values finite numbers; neither without a method.
+    Called when the config is built, so a typo fails before any folder or data is touched."""
+    import inspect
+    import math
+
+    if method is None:
+        for key, given in (("distill.coefficients", coefficients), ("distill.options", options)):
+            if given:
+                raise InputError(key, f"set ({sorted(given)}) on a run without distill.method: it would be ignored",
+                                 "set distill.method, or remove them")
+        return
+    from harness.distill.base import DISTILLERS
+
+    cls = DISTILLERS.get(method)
+    terms = tuple(cls.terms)
+    unknown = sorted(set(coefficients) - set(terms))
+    if unknown:
+        raise InputError("distill.coefficients", f"unknown {method} coefficient(s) {unknown}: not loss terms of {method}"
+                         f"{_suggest(unknown[0], terms)}", f"the {method} terms are {list(terms)}")
+    for term, value in coefficients.items():
+        if not math.isfinite(value) or value < 0:
+            raise InputError(f"distill.coefficients.{term}", f"{value!r} must be a finite number >= 0", "fix the value")
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    allowed = [n for n, p in params.items() if n not in ("self", "context", "coefficients")
+               and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    bad = sorted(set(options) - set(allowed))
+    if bad:
+        raise InputError("distill.options", f"unknown {method} option(s) {bad}{_suggest(bad[0], allowed)}",
+                         f"the {method} options are {allowed}")
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:

@@ -227,22 +227,6 @@ def _topological(exp: Experiment) -> list[RunSpec]:
     return order
 
 
-def _validate_coefficients(cfg: Any, where: str) -> None:
-    """Coefficient names must be the method's loss terms (its class's ``terms``; for the Table 4 methods
-    these are the columns of harness/distill/coefficients.yaml)."""
-    method = cfg.distill.method
-    if method is None:
-        if cfg.distill.coefficients:
-            raise InputError(where, "distill.coefficients set on a run without distill.method", "set distill.method")
-        return
-    from harness.distill.base import DISTILLERS
-
-    terms = set(DISTILLERS.get(method).terms)
-    unknown = sorted(set(cfg.distill.coefficients) - terms)
-    if unknown:
-        raise InputError(where, f"unknown {method} coefficient(s) {unknown}", f"the {method} terms are {sorted(terms)}")
-
-
 def build_plan(experiments: Iterable[Experiment], profile: Profile, seeds: Iterable[int] | None = None,
                discover_seeds: bool = False) -> Plan:
     """Plan every run of ``experiments`` under ``profile`` for ``seeds`` (default ``[0]``).
@@ -274,8 +258,7 @@ def build_plan(experiments: Iterable[Experiment], profile: Profile, seeds: Itera
         if teacher_dir is not None:
             ov["distill.teacher_run"] = teacher_dir
         args = override_args(ov)
-        cfg = _load(load_config, spec, args, exp)
-        _validate_coefficients(cfg, f"{exp.path} run {spec.id}")
+        cfg = _load(load_config, spec, args, exp)  # load_config validates coefficients and options too
         return cfg, args
 
     seed_list = sorted(set(seeds)) if seeds is not None else [0]
