@@ -24,15 +24,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
 from harness.backbones.base import BACKBONES, BackboneInput, label_offset, learning_ids_to_targets, logits_to_learning_ids
-from harness.config.load import config_from_dict, config_hash
+from harness.config.load import config_from_dict, config_hash, read_yaml_file
 from harness.config.schema import ModelConfig, RunConfig
 from harness.data.labelmap import load_label_map
 from harness.distill.recorder import TapRecorder
-from harness.engine.checkpoint import load_checkpoint, load_model_weights, save_checkpoint, set_rng_state
+from harness.engine.checkpoint import load_checkpoint, load_model_weights, model_identity, save_checkpoint, set_rng_state
 from harness.engine.data import build_loader, move
 from harness.engine.dist import DistInfo, all_reduce_sum, barrier, init_distributed
 from harness.engine.losses import segmentation_loss
@@ -40,6 +39,9 @@ from harness.errors import InputError
 from harness.evaluate.runner import Accumulator
 from harness.runs.store import RunStore, run_dir_for
 from harness.sparse.selection import describe_backend, set_backend
+
+
+RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "distiller", "epoch", "step_in_epoch", "global_step", "rng")
 
 
 class TrainingDiverged(RuntimeError):
@@ -80,10 +82,18 @@ def load_teacher(cfg: RunConfig, device: torch.device) -> tuple[nn.Module, RunCo
         config_file, ckpt = Path(d.teacher_config), Path(d.teacher_checkpoint)
     if not config_file.is_file():
         raise InputError(config_file, "teacher config not found", "train the teacher first (harness train) or fix distill.teacher_run")
-    teacher_cfg = config_from_dict(yaml.safe_load(config_file.read_text()))
+    if d.teacher_run and not (Path(d.teacher_run) / "metrics.json").is_file():
+        raise InputError(d.teacher_run, "the teacher run is unfinished (no metrics.json): its last.pt is a "
+                         "mid-training snapshot", "finish the teacher first (harness train --resume on its config)")
+    teacher_cfg = config_from_dict(read_yaml_file(config_file))
+    for what, ours, theirs in (("backbone", cfg.model.backbone, teacher_cfg.model.backbone),
+                               ("dataset", cfg.data.dataset, teacher_cfg.data.dataset)):
+        if ours != theirs:
+            raise InputError(config_file, f"the teacher is a {theirs} {what}, this student a {ours} one",
+                             f"distil from a teacher of the same {what} (distill.teacher_run)")
     teacher = build_model(teacher_cfg.model, teacher_cfg.data.dataset)
     set_backend(teacher, cfg.model.sparse_backend)
-    load_model_weights(teacher, ckpt)
+    load_model_weights(teacher, ckpt, model_identity(teacher_cfg.model, teacher_cfg.data.dataset))
     teacher.to(device).eval().requires_grad_(False)
     return teacher, teacher_cfg, str(config_file.parent)
 
@@ -100,7 +110,7 @@ class Trainer:
         self.label_map = load_label_map("nuscenes" if cfg.data.dataset == "nuscenes" else "semantickitti")
         self.model = build_model(cfg.model, cfg.data.dataset).to(self.device)
         if cfg.model.init_checkpoint:
-            load_model_weights(self.model, cfg.model.init_checkpoint)
+            load_model_weights(self.model, cfg.model.init_checkpoint, model_identity(cfg.model, cfg.data.dataset))
         self.offset = label_offset(self.model)
         self.train_set, self.train_sampler, self.train_loader = build_loader(cfg, "train", self.info)
         self.val_set, self.val_sampler, self.val_loader = build_loader(cfg, "val", self.info)
@@ -130,20 +140,24 @@ class Trainer:
 
         self.epoch = self.step_in_epoch = self.global_step = 0
         self.tensorboard = None
+        if self.info.is_main and cfg.train.tensorboard:  # checked before prepare(): a refusal leaves no run folder
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as err:
+                raise InputError("train.tensorboard", f"TensorBoard is not installed ({err})",
+                                 "pip install 'pvkd-harness[tensorboard]' or set train.tensorboard=false") from None
         if self.info.is_main:
             self.store.prepare(cfg, resume=resume, world_size=self.info.world_size, device=str(self.device))
             if cfg.train.tensorboard:  # after prepare(): never touch a finished run's folder
-                try:
-                    from torch.utils.tensorboard import SummaryWriter
-                except ImportError as err:
-                    raise InputError("train.tensorboard", f"TensorBoard is not installed ({err})",
-                                     "pip install 'pvkd-harness[tensorboard]' or set train.tensorboard=false") from None
                 self.tensorboard = SummaryWriter(str(self.store.path / "tensorboard"))
         barrier(self.info)
-        if resume and self.store.checkpoint_path.is_file():
+        if resume and self.store.checkpoint_path.exists():  # a directory there is a named error, not a fresh start
             self._restore(load_checkpoint(self.store.checkpoint_path))
-        elif self.distiller is not None:
-            self.distiller.pretrain(self.teacher, self.train_loader)
+        else:
+            if self.info.is_main:  # a fresh start: log lines of an attempt killed before its first checkpoint go
+                self.store.truncate_log(0)
+            if self.distiller is not None:
+                self.distiller.pretrain(self.teacher, self.train_loader)
 
     # ------------------------------------------------------------------ construction helpers
     def _build_distiller(self):
@@ -192,10 +206,14 @@ class Trainer:
                 scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
                 distiller=self.distiller.state_dict() if self.distiller else {},
                 epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
-                config_hash=config_hash(self.cfg))
+                config_hash=config_hash(self.cfg), **model_identity(self.cfg.model, self.cfg.data.dataset))
         barrier(self.info)
 
     def _restore(self, state: dict) -> None:
+        missing = [k for k in RESUME_KEYS if k not in state]
+        if missing:
+            raise InputError(self.store.checkpoint_path, f"not a resumable harness checkpoint (lacks {missing})",
+                             "resume only from the checkpoints/last.pt harness train wrote, or start a new run")
         if state.get("config_hash") != config_hash(self.cfg):
             raise InputError(self.store.checkpoint_path, "checkpoint belongs to a different config", "resume with the run's own config")
         self.model.load_state_dict(state["model"])
@@ -253,9 +271,12 @@ class Trainer:
         values = {k: float(v.detach()) for k, v in terms.items()}
         values["total"] = float(total.detach())
         if not math.isfinite(values["total"]):
+            ckpt = self.store.checkpoint_path
+            kept = (f"The last good checkpoint is kept at {ckpt}" if ckpt.is_file() else
+                    f"No checkpoint exists yet ({ckpt} was never written): the run diverged before its first one")
             raise TrainingDiverged(
                 f"non-finite loss at epoch {self.epoch} step {self.global_step}: {values}. "
-                f"The last good checkpoint is kept at {self.store.checkpoint_path}; lower optim.lr or enable optim.grad_clip")
+                f"{kept}; lower optim.lr or enable optim.grad_clip")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self._sync_distiller_grads()
@@ -287,6 +308,12 @@ class Trainer:
                 p.grad /= self.info.world_size
 
     def fit(self) -> dict:
+        try:
+            return self._fit()
+        finally:
+            self.store.release()  # the run lock (also dropped by the kernel if the process dies)
+
+    def _fit(self) -> dict:
         from tqdm import tqdm
 
         cfg = self.cfg

@@ -290,6 +290,8 @@ def build_plan(experiments: Iterable[Experiment], profile: Profile, seeds: Itera
                     if exp.table != other.table and exp.table not in other.also_in:
                         other.also_in.append(exp.table)
                     continue
+                if teacher_key is not None:
+                    _check_teacher(exp, spec, cfg, planned[teacher_key])
                 tree = config_to_dict(cfg)
                 status, detail = inspect_run(run_dir, digest, tree)
                 planned[key] = PlannedRun(table=exp.table, spec=spec, seed=seed, run_dir=run_dir, overrides=args,
@@ -311,6 +313,14 @@ def build_plan(experiments: Iterable[Experiment], profile: Profile, seeds: Itera
     needed = {r.teacher for r in runs if r.teacher}
     runs = [r for r in runs if r.key in needed] + [r for r in runs if r.key not in needed]
     return Plan(profile=profile, experiments=experiments, runs=runs, index=index, seeds=seed_list, data_roots=roots)
+
+
+def _check_teacher(exp: Experiment, spec: RunSpec, cfg: Any, teacher: PlannedRun) -> None:
+    """A student distils from a teacher of its own backbone and dataset (else its taps and heads do not match)."""
+    for what, ours, theirs in (("backbone", cfg.model.backbone, teacher.backbone), ("dataset", cfg.data.dataset, teacher.dataset)):
+        if ours != theirs:
+            raise InputError(f"{exp.path} run {spec.id}", f"its teacher {teacher.display} is a {theirs} {what}, "
+                             f"the student a {ours} one", f"give it a teacher of the same {what}")
 
 
 def _mtime(path: Path) -> float:

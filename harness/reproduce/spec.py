@@ -20,6 +20,7 @@ overrides (the demo profile shortens schedules and generates its data); see ``pr
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ EXPERIMENT_DIR = CONFIG_DIR / "experiments"
 PROFILE_DIR = CONFIG_DIR / "profiles"
 RECIPE_DIR = CONFIG_DIR / "recipes"
 
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 KINDS = ("methods", "coefficients", "components", "coefficient_table")
 RUN_KEYS = {"id", "recipe", "name", "teacher", "overrides", "ref", "label", "dataset"}
 EXPERIMENT_KEYS = {"table", "title", "kind", "dataset", "groups", "runs", "note", "highlight_classes"}
@@ -111,10 +113,9 @@ def available(directory: Path) -> list[str]:
 def _read(path: Path) -> dict:
     if not path.is_file():
         raise InputError(path, "file not found", "check the name")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise InputError(path, f"not valid YAML ({err.__class__.__name__})", "fix the YAML syntax") from None
+    from harness.config.load import read_yaml_file
+
+    data = read_yaml_file(path)
     if not isinstance(data, dict):
         raise InputError(path, "top level must be a mapping", "see harness/reproduce/spec.py for the format")
     return data
@@ -164,6 +165,11 @@ def load_experiment(table: str | Path, directory: Path | None = None) -> Experim
         spec = RunSpec(id=str(raw["id"]), recipe=str(raw["recipe"]), name=str(raw["name"]),
                        dataset=str(raw.get("dataset", default_ds)), teacher=raw.get("teacher"),
                        overrides=dict(overrides), ref=raw.get("ref"), label=str(raw.get("label", raw["id"])))
+        if spec.group and (not SAFE_NAME.match(spec.group) or spec.group in (".", "..")):
+            raise InputError(where, f"run id {spec.id!r}: its group {spec.group!r} names figure files",
+                             "use letters, digits, '_', '-', '.' before the '/'")
+        if not SAFE_NAME.match(spec.recipe):
+            raise InputError(where, f"recipe {spec.recipe!r} is not a plain name", f"choose one of: {', '.join(available(RECIPE_DIR))}")
         if not spec.recipe_path.is_file():
             raise InputError(where, f"recipe {spec.recipe!r} not found",
                              f"choose one of: {', '.join(available(RECIPE_DIR))}")
@@ -173,7 +179,11 @@ def load_experiment(table: str | Path, directory: Path | None = None) -> Experim
         if r.teacher is not None and r.teacher not in ids:
             raise InputError(f"{path} run {r.id}", f"teacher {r.teacher!r} is not a run of this experiment",
                              f"use one of: {', '.join(sorted(ids))}")
-    return Experiment(table=str(data.get("table", path.stem)), title=str(data.get("title", path.stem)), kind=kind,
+    table = str(data.get("table", path.stem))
+    if not SAFE_NAME.match(table) or table in (".", ".."):
+        # the table name becomes file names under results/tables and results/figures
+        raise InputError(path, f"table {table!r} is not a plain file name", "use letters, digits, '_', '-', '.' only")
+    return Experiment(table=table, title=str(data.get("title", path.stem)), kind=kind,
                       runs=runs, path=path, groups=dict(data.get("groups") or {}), note=str(data.get("note", "")),
                       highlight_classes=tuple(data.get("highlight_classes") or ()))
 

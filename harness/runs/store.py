@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 import platform
 import subprocess
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +38,7 @@ def run_dir_for(cfg: RunConfig) -> Path:
 @dataclass
 class RunStore:
     path: Path
+    _lock_handle: Any = field(default=None, repr=False, compare=False)  # open lock file while this process trains
 
     @property
     def checkpoint_path(self) -> Path:
@@ -51,42 +54,118 @@ class RunStore:
     def finished_hash(self) -> str | None:
         if not self.is_finished():
             return None
-        return json.loads(self.metrics_path.read_text()).get("config_hash")
+        try:
+            data = json.loads(self.metrics_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return "unreadable"
+        return data.get("config_hash") if isinstance(data, dict) else "unreadable"
+
+    @property
+    def lock_path(self) -> Path:
+        # inside checkpoints/ (git-ignored); flock is released by the kernel when the process dies, even on kill -9
+        return self.path / "checkpoints" / ".train.lock"
 
     def prepare(self, cfg: RunConfig, resume: bool, world_size: int, device: str) -> None:
-        """Create the folder and write config/env; refuse to clobber a finished or foreign run."""
-        digest = config_hash(cfg)
+        """Lock the run, create the folder and write config/env; refuse to clobber a finished or foreign run.
+
+        A folder this call created is removed again when it refuses (nothing is left behind)."""
+        self._refuse_finished()  # read-only: answered before the lock, which a finished run never needs
+        created = not self.path.exists()
+        try:
+            self._lock()
+            self._prepare(cfg, resume, world_size, device)
+        except BaseException:
+            self.release()
+            if created:
+                import shutil
+
+                shutil.rmtree(self.path, ignore_errors=True)
+            raise
+
+    def _refuse_finished(self) -> None:
         if self.is_finished():
             raise InputError(self.metrics_path, f"run already finished (config hash {self.finished_hash()})",
                              "choose another name= or delete the run folder to retrain")
+
+    def _lock(self) -> None:
+        import fcntl
+
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.lock_path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise InputError(self.path, "another harness train is running on this run",
+                             "wait for it to finish (or stop it), then --resume") from None
+        self._lock_handle = handle
+
+    def release(self) -> None:
+        handle = getattr(self, "_lock_handle", None)
+        if handle is not None:
+            handle.close()  # closing the descriptor drops the flock
+            self._lock_handle = None
+
+    def _prepare(self, cfg: RunConfig, resume: bool, world_size: int, device: str) -> None:
+        digest = config_hash(cfg)
+        self._refuse_finished()
         cfg_file = self.path / "config.yaml"
         # --resume on a run that never reached its first checkpoint starts it afresh (same config only)
         if cfg_file.is_file() and not resume:
             raise InputError(cfg_file, "a run with this name exists but is unfinished",
                              "pass --resume to continue it, or choose another name=")
         if resume and cfg_file.is_file():
-            from harness.config.load import config_from_dict
-            import yaml
+            from harness.config.load import config_from_dict, read_yaml_file
 
-            old = config_hash(config_from_dict(yaml.safe_load(cfg_file.read_text())))
+            old = config_hash(config_from_dict(read_yaml_file(cfg_file)))
             if old != digest:
                 raise InputError(cfg_file, f"--resume with a different config (hash {old} vs {digest})",
                                  "resume with the run's own config, or start a new run name")
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.clean_orphans()
         write_text_atomic(cfg_file, f"# config_hash: {digest}\n" + dump_config(cfg))
         write_json_atomic(self.path / "env.json", environment(world_size, device, cfg.model.sparse_backend))
+
+    def clean_orphans(self) -> list[Path]:
+        """Remove temp files of atomic writes a killed process left (``.last.pt.*.tmp`` can be as large as a
+        checkpoint). Only under the run lock: no live writer owns them then."""
+        removed = []
+        for folder in (self.path, self.path / "checkpoints"):
+            for tmp in folder.glob(".*.tmp"):
+                if tmp.is_file():
+                    tmp.unlink()
+                    removed.append(tmp)
+        if removed:
+            print(f"[run store] removed {len(removed)} temp file(s) left by an interrupted write: "
+                  + ", ".join(p.name for p in removed), file=sys.stderr)
+        return removed
 
     def append_log(self, record: dict) -> None:
         with open(self.path / "train_log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def truncate_log(self, after_step: int) -> None:
-        """On resume, drop log lines past the checkpoint's step (they were written by the killed process)."""
+        """On resume, drop log lines past the checkpoint's step (they were written by the killed process);
+        ``after_step=0`` on a fresh start. A torn last line (killed or disk full mid-write) is dropped with a note;
+        a broken line elsewhere is an error naming the file."""
         log = self.path / "train_log.jsonl"
         if not log.is_file():
             return
-        kept = [line for line in log.read_text().splitlines() if line and json.loads(line).get("step", 0) <= after_step]
-        write_text_atomic(log, "".join(line + "\n" for line in kept))
+        lines = log.read_bytes().split(b"\n")
+        kept = []
+        for i, raw in enumerate(lines):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                if i == len(lines) - 1:  # no newline after it: the write was cut
+                    print(f"[run store] {log}: dropped a torn last line ({len(raw)} bytes) left by an interrupted "
+                          "write", file=sys.stderr)
+                    continue
+                raise InputError(log, f"line {i + 1} is not JSON", "delete the run folder and retrain") from None
+            if record.get("step", 0) <= after_step:
+                kept.append(raw.decode() + "\n")
+        write_text_atomic(log, "".join(kept))
 
     def write_confusion(self, counts: np.ndarray, by_distance: dict[str, np.ndarray]) -> None:
         with atomic_path(self.path / "confusion.npz") as tmp:

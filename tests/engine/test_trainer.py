@@ -98,6 +98,17 @@ def test_nan_loss_stops_with_message_and_keeps_checkpoint(tiny_kitti, tmp_path, 
     PlaceholderMSE.nan_after = None
 
 
+def test_nan_before_the_first_checkpoint_says_none_exists(tiny_kitti, tmp_path, teacher_run):
+    DISTILLERS.register("test_mse", PlaceholderMSE)
+    PlaceholderMSE.calls, PlaceholderMSE.nan_after = 0, 0
+    with pytest.raises(TrainingDiverged, match="non-finite loss at epoch 0 step 0") as err:
+        train("minkunet_student", tiny_kitti, tmp_path, "nan0", train__max_steps_per_epoch=2,
+              distill__method="test_mse", distill__teacher_run=str(teacher_run))
+    assert "No checkpoint exists yet" in str(err.value) and "last good checkpoint" not in str(err.value)
+    assert not (tmp_path / "semantickitti/minkunet/nan0/seed0/checkpoints/last.pt").exists()
+    PlaceholderMSE.nan_after = None
+
+
 @pytest.mark.parametrize("recipe, outputs", [("cylinder3d_student", 17), ("minkunet_student", 16)])
 def test_nuscenes_run_uses_the_16_class_head(tmp_path_factory, tmp_path, recipe, outputs):
     pytest.importorskip("nuscenes", reason="nuscenes-devkit not installed")
