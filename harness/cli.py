@@ -16,16 +16,60 @@ from harness.errors import InputError
 
 
 def _cmd_gen_data(args: argparse.Namespace) -> int:
-    from harness.data import generate
+    """Generate into a temporary sibling folder and move it into place only when complete: an interrupted
+    gen-data leaves no half dataset (its temp folder is removed by the next gen-data into the same place)."""
+    import os
+    import shutil
 
-    if args.format == "semantickitti":
-        sequences = [int(s) for s in args.sequences] if args.sequences else [0, 8]
-        summary = generate.generate_semantickitti(args.out, scans_per_sequence=args.scans, sequences=sequences,
-                                                  seed=args.seed, points_scale=args.points_scale)
-    else:
-        summary = generate.generate_nuscenes(args.out, scans=args.scans, seed=args.seed)
+    from harness.data import generate
+    from harness.io import remove_dead_partials
+
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder", "pass a folder path for --out (the dataset root to create)")
+    sequences = [0, 8]
+    if args.format == "semantickitti" and args.sequences:
+        try:
+            sequences = [int(s, 10) for s in args.sequences]
+        except ValueError:
+            raise InputError("--sequences", f"{args.sequences} are not sequence numbers", "e.g. --sequences 00 08") from None
+        for seq in sequences:  # stale frames of an earlier, longer run would not match poses.txt
+            velo = out / "sequences" / f"{seq:02d}" / "velodyne"
+            if velo.is_dir() and any(velo.iterdir()):
+                raise InputError(velo, "already holds scans", "generate into an empty folder (or delete this sequence first)")
+    remove_dead_partials(out.parent, f".{out.name}.partial-")
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+    try:
+        if args.format == "semantickitti":
+            summary = generate.generate_semantickitti(staging, scans_per_sequence=args.scans, sequences=sequences,
+                                                      seed=args.seed, points_scale=args.points_scale)
+        else:
+            summary = generate.generate_nuscenes(staging, scans=args.scans, seed=args.seed)
+        _move_into_place(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    summary["root"] = str(out)
     print(json.dumps(summary, indent=2, default=str))
     return 0
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    """``staging`` becomes ``out`` (one rename), or, when ``out`` already holds data, its files join it (every
+    target checked free first, so a conflict changes nothing)."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        if out.exists():
+            out.rmdir()
+        staging.rename(out)
+        return
+    files = [p for p in staging.rglob("*") if p.is_file()]
+    taken = [out / p.relative_to(staging) for p in files if (out / p.relative_to(staging)).exists()]
+    if taken:
+        raise InputError(taken[0], f"already exists ({len(taken)} generated file(s) would overwrite data)",
+                         "generate into an empty folder (or delete the existing one first)")
+    for p in files:
+        target = out / p.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        p.rename(target)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,3 +58,24 @@ def write_array_atomic(path: str | Path, array: np.ndarray) -> None:
     """Write a flat binary array (``array.tofile``) atomically: the .bin / .label formats."""
     with atomic_path(path) as tmp:
         np.ascontiguousarray(array).tofile(tmp)
+
+
+def remove_dead_partials(parent: Path, prefix: str) -> list[Path]:
+    """Remove ``<prefix><pid>`` folders whose writing process is gone (killed mid-export or mid-generation)."""
+    removed = []
+    for stale in parent.glob(f"{prefix}*") if parent.is_dir() else []:
+        pid = stale.name[len(prefix):]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+            removed.append(stale)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

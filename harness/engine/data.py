@@ -21,14 +21,23 @@ from harness.errors import InputError
 from harness.voxelize import voxelize_for_backbone
 
 
+SPLITS = ("train", "val", "test")
+LABEL_FREE_SPLITS = ("test",)  # SemanticKITTI 11-21 and nuScenes v1.0-test publish no labels
+
+
 def build_reader(cfg: RunConfig, split: str):
-    """The dataset reader for ``split`` ('train' | 'val')."""
+    """The dataset reader for ``split`` ('train' | 'val' | 'test'). ``data.train_sequences`` / ``val_sequences``
+    replace the official train / val sequences; ``test`` is always the official test split (no labels)."""
+    if split not in SPLITS:
+        raise InputError("--split", f"{split!r} is not a split", f"use one of {', '.join(SPLITS)}")
     root = expand_env(cfg.data.root)
     if cfg.data.dataset == "semantickitti":
         from harness.data.semantickitti import SemanticKITTI
 
-        sequences = cfg.data.train_sequences if split == "train" else cfg.data.val_sequences
-        return SemanticKITTI(root, split=None if sequences else split, sequences=sequences)
+        sequences = {"train": cfg.data.train_sequences, "val": cfg.data.val_sequences}.get(split)
+        # labelled splits need every label file (a missing labels/ folder is a named error, not a None label)
+        return SemanticKITTI(root, split=None if sequences else split, sequences=sequences,
+                             require_labels=split not in LABEL_FREE_SPLITS)
     from harness.data.nuscenes import NuScenesLidarSeg
 
     return NuScenesLidarSeg(root, cfg.data.version, split)

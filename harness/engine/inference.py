@@ -8,21 +8,22 @@ xy-flipped copies, softmax scores summed.
 """
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from harness.backbones.base import collate_scans, label_offset
 from harness.config.load import config_from_dict
 from harness.data.labelmap import load_label_map
-from harness.engine.checkpoint import load_model_weights
+from harness.engine.checkpoint import load_model_weights, model_identity
 from harness.engine.data import build_reader
 from harness.engine.trainer import build_model
 from harness.errors import InputError
 from harness.evaluate.runner import Accumulator
-from harness.io import write_array_atomic, write_json_atomic
+from harness.io import remove_dead_partials, write_json_atomic
 from harness.voxelize import voxelize_for_backbone
 
 FLIPS = ((1, 1), (-1, 1), (1, -1), (-1, -1))  # (x sign, y sign)
@@ -46,6 +47,16 @@ def predict_scan(model, backbone: str, points: np.ndarray, dataset: str, tta: bo
 def run_eval(run_dir: str | Path | None = None, checkpoint: str | Path | None = None, config: str | Path | None = None,
              predictions_out: str | Path | None = None, tta: bool = False, split: str = "val",
              device: str | None = None) -> dict:
+    """Score ``split`` and/or write its predictions. A label-free split (test) writes predictions only.
+
+    Predictions are written into a temporary sibling folder that replaces ``predictions_out`` only when every
+    scan succeeded: a failure half-way never leaves a blend of two models' predictions behind."""
+    from harness.config.load import read_yaml_file
+    from harness.engine.data import LABEL_FREE_SPLITS, SPLITS
+    from harness.engine.device import resolve_device
+
+    if split not in SPLITS:
+        raise InputError("--split", f"{split!r} is not a split", f"use one of {', '.join(SPLITS)}")
     if run_dir is not None:
         run_dir = Path(run_dir)
         config, checkpoint = run_dir / "config.yaml", run_dir / "checkpoints" / "last.pt"
@@ -54,26 +65,70 @@ def run_eval(run_dir: str | Path | None = None, checkpoint: str | Path | None = 
     config = Path(config)
     if not config.is_file():
         raise InputError(config, "config not found", "point --run at a run folder with config.yaml")
-    cfg = config_from_dict(yaml.safe_load(config.read_text()))
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cfg = config_from_dict(read_yaml_file(config))
+    if split in LABEL_FREE_SPLITS and predictions_out is None:
+        raise InputError("--split", f"the {split} split has no labels: there is nothing to score",
+                         "pass --predictions-out DIR to write its predictions")
+    if predictions_out is not None and cfg.data.dataset != "semantickitti":
+        raise InputError("--predictions-out", "prediction files are written in the SemanticKITTI layout only",
+                         "drop --predictions-out for nuScenes runs")
+    out_dir = _check_predictions_out(predictions_out)
+    dev = resolve_device(device)
     model = build_model(cfg.model, cfg.data.dataset)
-    load_model_weights(model, checkpoint)
+    load_model_weights(model, checkpoint, model_identity(cfg.model, cfg.data.dataset))
     model.to(dev).eval()
     reader = build_reader(cfg, split)
     lm = load_label_map("nuscenes" if cfg.data.dataset == "nuscenes" else "semantickitti")
     acc = Accumulator(lm, "nuscenes" if cfg.data.dataset == "nuscenes" else "semantickitti")
     count = len(reader) if cfg.data.max_scans is None else min(len(reader), cfg.data.max_scans)
-    for i in range(count):
-        scan = reader[i]
-        pred = predict_scan(model, cfg.model.backbone, np.ascontiguousarray(scan.points[:, :4]), cfg.data.dataset, tta, dev)
-        if scan.labels is not None:
-            acc.add(scan.points[:, :3], scan.labels, np.maximum(pred, 1) if cfg.data.dataset == "nuscenes" else pred)
-        if predictions_out is not None and cfg.data.dataset == "semantickitti":
-            ref = scan.ref
-            write_array_atomic(Path(predictions_out) / "sequences" / ref.sequence / "predictions" / f"{ref.frame}.label",
-                               lm.to_raw(pred).astype(np.uint32))
+    staging = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}") if out_dir is not None else None
+    if staging is not None:
+        staging.mkdir(parents=True)
+    try:
+        for i in range(count):
+            scan = reader[i]
+            pred = predict_scan(model, cfg.model.backbone, np.ascontiguousarray(scan.points[:, :4]), cfg.data.dataset, tta, dev)
+            if scan.labels is not None:
+                acc.add(scan.points[:, :3], scan.labels, np.maximum(pred, 1) if cfg.data.dataset == "nuscenes" else pred)
+            if staging is not None:
+                ref = scan.ref
+                target = staging / "sequences" / ref.sequence / "predictions" / f"{ref.frame}.label"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                lm.to_raw(pred).astype(np.uint32).tofile(target)
+        if staging is not None:
+            _replace_dir(staging, out_dir)
+    finally:
+        if staging is not None and staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
     result = acc.result() if acc.num_scans else {"num_scans": 0}
     result.update({"tta": tta, "split": split, "checkpoint": str(checkpoint)})
-    if run_dir is not None:
+    if out_dir is not None:
+        result["predictions"] = str(out_dir)
+    if run_dir is not None and acc.num_scans:  # no scores file for a split without labels
         write_json_atomic(run_dir / f"eval_{split}{'_tta' if tta else ''}.json", result)
     return result
+
+
+def _check_predictions_out(path: str | Path | None) -> Path | None:
+    """``--predictions-out`` must be a new folder or one holding only an earlier ``sequences/`` export."""
+    if path is None:
+        return None
+    path = Path(path)
+    remove_dead_partials(path.parent, f".{path.name}.partial-")
+    if path.exists() and not path.is_dir():
+        raise InputError(path, "exists and is not a folder", "pass a folder path for --predictions-out")
+    if path.is_dir() and any(p.name != "sequences" for p in path.iterdir()):
+        raise InputError(path, "holds files other than an earlier predictions export (sequences/)",
+                         "choose an empty or new folder for --predictions-out")
+    return path
+
+
+def _replace_dir(staging: Path, target: Path) -> None:
+    """Put ``staging`` at ``target``; an earlier export there is replaced as a whole (renames, then removal)."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        target.rename(old)
+    staging.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

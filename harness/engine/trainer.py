@@ -101,7 +101,9 @@ def load_teacher(cfg: RunConfig, device: torch.device) -> tuple[nn.Module, RunCo
 class Trainer:
     def __init__(self, cfg: RunConfig, resume: bool = False, device: str | None = None) -> None:
         self.cfg = cfg
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        from harness.engine.device import resolve_device
+
+        self.device = resolve_device(device)
         self.info: DistInfo = init_distributed(self.device.type)
         self.store = RunStore(run_dir_for(cfg))
         seed_everything(cfg.train.seed + self.info.rank)

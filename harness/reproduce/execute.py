@@ -269,6 +269,12 @@ def generate_data(plan: Plan, echo: Echo = print, python: str | None = None) -> 
         root = Path(generated_root(plan.profile, ds))
         if (root / ".complete").is_file():
             continue
+        from harness.io import remove_dead_partials
+
+        removed = remove_dead_partials(root.parent, root.name + ".partial-")  # left by a killed reproduce
+        if removed:
+            echo(f"[data]    removed {len(removed)} half-generated folder(s) of an interrupted run: "
+                 + ", ".join(p.name for p in removed))
         tmp = root.with_name(root.name + f".partial-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         cmd = [python, "-m", "harness", "gen-data", "--format", str(gen.get("format", ds)), "--out", str(tmp),

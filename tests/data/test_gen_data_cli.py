@@ -1,0 +1,55 @@
+"""``harness gen-data`` (issue 11): bad arguments are one exit-2 error; an interrupted generation leaves no half
+dataset (it is written under a temporary name and moved into place when complete)."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from harness.cli import main
+from harness.data import generate
+from harness.data.semantickitti import SemanticKITTI
+
+
+def gen(out, *extra):
+    return main(["gen-data", "--format", "semantickitti", "--out", str(out), "--scans", "1", "--points-scale", "0.01",
+                 *extra])
+
+
+def test_bad_arguments(tmp_path, capsys):
+    assert gen(tmp_path / "a", "--sequences", "abc") == 2
+    assert "--sequences: ['abc'] are not sequence numbers" in capsys.readouterr().err
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert gen(f) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_interrupted_generation_leaves_nothing_and_a_rerun_works(tmp_path, monkeypatch, capsys):
+    real = generate.generate_semantickitti
+
+    def killed_half_way(out, **kw):
+        (out / "sequences" / "00" / "velodyne").mkdir(parents=True)
+        (out / "sequences" / "00" / "velodyne" / "000000.bin").write_bytes(b"\0" * 16)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate, "generate_semantickitti", killed_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        gen(tmp_path / "kitti", "--sequences", "00")
+    assert list(tmp_path.iterdir()) == []
+    # kill -9 skips clean-up: the temp folder of a dead process is removed by the next run
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / f".kitti.partial-{dead.pid}" / "sequences").mkdir(parents=True)
+    monkeypatch.setattr(generate, "generate_semantickitti", real)
+    assert gen(tmp_path / "kitti", "--sequences", "00") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kitti"]
+    assert len(SemanticKITTI(tmp_path / "kitti", sequences=[0])) == 1
+    # adding a sequence to an existing root joins it; regenerating one refuses and changes nothing
+    assert gen(tmp_path / "kitti", "--sequences", "08") == 0
+    assert sorted(p.name for p in (tmp_path / "kitti" / "sequences").iterdir()) == ["00", "08"]
+    capsys.readouterr()
+    assert gen(tmp_path / "kitti", "--sequences", "08") == 2
+    assert "already holds scans" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kitti"]
