@@ -75,6 +75,8 @@ def _move_into_place(staging: Path, out: Path) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from harness.evaluate import runner
 
+    if args.out is not None and args.out.is_dir():  # checked first: never evaluate for minutes, then fail to write
+        raise InputError(args.out, "is a directory", "pass a file path for --out (e.g. metrics.json)")
     if args.dataset == "semantickitti":
         from harness.data.semantickitti import resolve_sequences
 
@@ -103,8 +105,11 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     else:
         from harness.profiling.model import profile_model
 
+        from harness.engine.device import resolve_device
+
+        device = str(resolve_device(args.device))
         result = profile_model(args.backbone, float(args.width), args.scan, backend=args.backend, repeat=args.repeat,
-                               device=args.device, warmup=args.warmup)
+                               device=device, warmup=args.warmup)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -183,7 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--warmup", type=int, default=3, help="model: untimed forwards before timing")
     prof.add_argument("--no-augment", action="store_true", help="data: skip the training augmentations")
     prof.add_argument("--width", default="1.0", choices=["1.0", "0.5"], help="model: teacher 1.0 or student 0.5")
-    prof.add_argument("--backend", default="auto", help="model: auto|torchref|spconv|minkowski")
+    from harness.config.load import CHOICES
+
+    prof.add_argument("--backend", default="auto", choices=CHOICES[("model", "sparse_backend")],
+                      help="model: auto|torchref|spconv|minkowski")
     prof.add_argument("--device", default="cpu", help="model: cpu or cuda")
     prof.set_defaults(func=_cmd_profile)
 

@@ -13,12 +13,14 @@ nuscenes-devkit is an optional dependency (``pip install 'pvkd-harness[nuscenes]
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from harness.data.labelmap import load_label_map
+from harness.data.semantickitti import check_coordinates
 from harness.errors import InputError
 
 NUM_POINT_COLUMNS = 5
@@ -46,6 +48,7 @@ def read_nuscenes_points(path: str | Path) -> np.ndarray:
     points = np.fromfile(path, dtype="<f4").reshape(-1, NUM_POINT_COLUMNS)
     if not np.isfinite(points).all():
         raise InputError(path, "points have NaN/inf values", "re-copy the file")
+    check_coordinates(points, path)
     return points
 
 
@@ -79,6 +82,18 @@ class NuScenesScan:
     fine: np.ndarray | None
 
 
+def _broken_table(folder: Path) -> Path:
+    """The first ``*.json`` table in ``folder`` that is not a JSON list of records (else the folder itself)."""
+    for table in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(table.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return table
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            return table
+    return folder
+
+
 def eval_set_name(version: str, split: str) -> str:
     """devkit split name: ``train``/``val`` on v1.0-mini mean ``mini_train``/``mini_val``."""
     if version.endswith("mini") and split in ("train", "val"):
@@ -95,7 +110,12 @@ class NuScenesLidarSeg:
         if not (self.dataroot / version).is_dir():
             raise InputError(self.dataroot / version, "nuScenes table folder not found",
                              f"point --root at the nuScenes dataroot that contains {version}/*.json")
-        self.nusc = NuScenes(version=version, dataroot=str(self.dataroot), verbose=False)
+        try:
+            self.nusc = NuScenes(version=version, dataroot=str(self.dataroot), verbose=False)
+        except (ValueError, KeyError, TypeError, AssertionError) as err:  # json.JSONDecodeError is a ValueError
+            raise InputError(_broken_table(self.dataroot / version), f"the devkit cannot read the nuScenes tables "
+                             f"({err.__class__.__name__}: {str(err)[:200]})",
+                             "re-copy the table folder from the nuScenes archive") from None
         self.version = version
         self.split = eval_set_name(version, split)
         self.label_map = load_label_map("nuscenes")

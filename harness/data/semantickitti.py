@@ -46,7 +46,24 @@ def read_points(path: str | Path) -> np.ndarray:
     if not np.isfinite(points).all():
         bad = int((~np.isfinite(points)).any(axis=1).sum())
         raise InputError(path, f"{bad} point(s) have NaN/inf values", "re-copy the file; a valid scan has only finite values")
+    check_coordinates(points, path)
     return points
+
+
+# No automotive LiDAR returns points farther than a few hundred metres; beyond this the voxelisers' integer grid
+# casts overflow (a 1e30 m point collapses a whole scan into a couple of voxels), so such a scan is bad input.
+MAX_ABS_COORDINATE_M = 1000.0
+
+
+def check_coordinates(points: np.ndarray, path: str | Path) -> None:
+    """x, y, z (metres) must lie within ±:data:`MAX_ABS_COORDINATE_M`."""
+    far = np.abs(points[:, :3]) > MAX_ABS_COORDINATE_M
+    if far.any():
+        rows = far.any(axis=1)
+        worst = float(np.abs(points[:, :3]).max())
+        raise InputError(path, f"{int(rows.sum())} point(s) have a coordinate beyond {MAX_ABS_COORDINATE_M:g} m "
+                         f"(largest |value| {worst:.3g}): not a LiDAR scan in metres",
+                         "re-copy the file; coordinates are float32 metres in the sensor frame")
 
 
 def read_label_file(path: str | Path, num_points: int | None = None) -> np.ndarray:
@@ -70,9 +87,18 @@ def split_label(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (raw & 0xFFFF).astype(np.int64), (raw >> 16).astype(np.int64)
 
 
+def read_text_file(path: Path, what: str) -> str:
+    """A UTF-8 text file of the dataset; undecodable bytes are an error naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(path, f"{what} is not text (undecodable byte at offset {err.start})",
+                         f"use the official {what} from the dataset") from None
+
+
 def _parse_float_rows(path: Path, what: str) -> list[list[float]]:
     rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(read_text_file(path, what).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -89,7 +115,7 @@ def read_calib(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise InputError(path, "calib.txt not found", "copy calib.txt from the KITTI odometry calibration archive")
     calib = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(read_text_file(path, "calib.txt").splitlines(), 1):
         if ":" not in line:
             continue
         key, values = line.split(":", 1)
@@ -169,11 +195,14 @@ class Scan:
 def resolve_sequences(split: str | None = None, sequences: Iterable[int | str] | None = None) -> list[str]:
     """Sequence folder names ("08") for a split name or an explicit list."""
     if sequences is not None:
-        return [f"{int(s):02d}" for s in sequences]
+        try:
+            return [f"{int(s):02d}" for s in sequences]
+        except (TypeError, ValueError):
+            raise InputError("--sequences", f"{list(sequences)} are not sequence numbers", "e.g. --sequences 08") from None
     if split is None:
-        raise ValueError("give a split or a list of sequences")
+        raise InputError("--split/--sequences", "no sequences chosen", "pass --split val or --sequences 08 ...")
     if split not in SPLIT_ALIASES:
-        raise ValueError(f"unknown split {split!r}; use one of {sorted(SPLIT_ALIASES)}")
+        raise InputError("--split", f"unknown split {split!r}", f"use one of {', '.join(sorted(SPLIT_ALIASES))}")
     return [f"{s:02d}" for s in semantickitti_splits()[SPLIT_ALIASES[split]]]
 
 

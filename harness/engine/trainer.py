@@ -180,7 +180,10 @@ class Trainer:
         options = dict(self.cfg.distill.options)
         if "seed" in inspect.signature(cls.__init__).parameters and "seed" not in options:
             options["seed"] = self.cfg.train.seed + self.info.rank  # each rank samples its own supervoxels
-        return cls(context, coefficients=self.cfg.distill.coefficients, **options)
+        try:
+            return cls(context, coefficients=self.cfg.distill.coefficients, **options)
+        except ValueError as err:  # an option value the method rejects (names were checked with the config)
+            raise InputError("distill.options", f"{self.cfg.distill.method}: {err}", "fix the option's value") from None
 
     def _build_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
         o = self.cfg.optim

@@ -13,6 +13,8 @@ at most 10% of the Cylinder3D 0.5x student's own forward + backward on the same 
   median`` -- the issue's criterion. It needs the PVD benchmark's median from the same session (both
   then run under the same load) and skips, before the long run, without it.
 
+Both targets gate only under ``./reproduce.sh bench`` (``PVKD_BENCH_GATE=1``); the default test run records them.
+
 Measured on the 2-core development machine, torch's default 2 threads:
 
 * idle (load < 1): PVD median 43.6 ms (min 34.6 ms, 18 rounds), student 9.98 s -> 0.44%;
@@ -32,6 +34,7 @@ from harness.distill.base import DistillContext
 from harness.distill.pvd import PVD
 from harness.distill.recorder import TapValue
 from harness.voxelize import voxelize_for_backbone
+from tests.benchmarks.conftest import speed_gate
 
 #: absolute bound for PVD's forward + backward [ms]: a regression guard that stands without the
 #: student, not the criterion (that is RATIO_TARGET). 10% of the idle-machine student is ~1 s, but a
@@ -105,5 +108,6 @@ def test_student_forward_backward_ratio(benchmark, real_batch):
     student = benchmark.stats.stats.median
     benchmark.extra_info["student_median_s"] = round(student, 3)
     ratio = _MEDIANS["pvd"] / student
-    benchmark.extra_info["pvd_over_student"] = round(ratio, 5)
-    assert ratio <= RATIO_TARGET, f"PVD costs {ratio:.1%} of the student's forward+backward (target {RATIO_TARGET:.0%})"
+    speed_gate(benchmark, ratio <= RATIO_TARGET,
+               f"PVD costs {ratio:.1%} of the student's forward+backward (target {RATIO_TARGET:.0%})",
+               pvd_over_student=round(ratio, 5))
