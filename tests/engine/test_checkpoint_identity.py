@@ -67,3 +67,14 @@ def test_unfinished_teacher_run_is_refused(tmp_path):
     (teacher / "config.yaml").write_text("model: {backbone: spvcnn}\ndata: {root: /nonexistent}\n")
     with pytest.raises(InputError, match="the teacher is a spvcnn backbone, this student a minkunet one"):
         load_teacher(cfg, torch.device("cpu"))
+
+
+def test_resume_from_a_checkpoint_without_rng_or_optimizer_is_named(tmp_path):
+    from types import SimpleNamespace
+
+    from harness.engine.trainer import Trainer
+    from harness.runs.store import RunStore
+
+    fake = SimpleNamespace(store=RunStore(tmp_path))
+    with pytest.raises(InputError, match=r"last.pt: not a resumable harness checkpoint \(lacks \['optimizer', .*'rng'\]\)"):
+        Trainer._restore(fake, {"model": {}, "epoch": 0})

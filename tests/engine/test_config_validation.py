@@ -105,3 +105,7 @@ def test_cli_exit_2_and_nothing_written(tmp_path, capsys):
     assert not out.exists()
     assert main(["train", "name=../../escape", f"output_root={out}"]) == 2
     assert not out.exists() and not (tmp_path / "escape").exists()
+    capsys.readouterr()
+    assert main(["train", "--device", "tpu", f"output_root={out}", "name=x"]) == 2
+    assert "--device: 'tpu' is not a device" in capsys.readouterr().err
+    assert not out.exists()
