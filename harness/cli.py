@@ -18,11 +18,8 @@ from harness.errors import InputError
 def _cmd_gen_data(args: argparse.Namespace) -> int:
     """Generate into a temporary sibling folder and move it into place only when complete: an interrupted
     gen-data leaves no half dataset (its temp folder is removed by the next gen-data into the same place)."""
-    import os
-    import shutil
-
     from harness.data import generate
-    from harness.io import remove_dead_partials
+    from harness.io import staging_dir
 
     out: Path = args.out
     if out.exists() and not out.is_dir():
@@ -37,17 +34,13 @@ def _cmd_gen_data(args: argparse.Namespace) -> int:
             velo = out / "sequences" / f"{seq:02d}" / "velodyne"
             if velo.is_dir() and any(velo.iterdir()):
                 raise InputError(velo, "already holds scans", "generate into an empty folder (or delete this sequence first)")
-    remove_dead_partials(out.parent, f".{out.name}.partial-")
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
-    try:
+    with staging_dir(out) as staging:
         if args.format == "semantickitti":
             summary = generate.generate_semantickitti(staging, scans_per_sequence=args.scans, sequences=sequences,
                                                       seed=args.seed, points_scale=args.points_scale)
         else:
             summary = generate.generate_nuscenes(staging, scans=args.scans, seed=args.seed)
         _move_into_place(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     summary["root"] = str(out)
     print(json.dumps(summary, indent=2, default=str))
     return 0

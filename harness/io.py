@@ -79,3 +79,20 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@contextmanager
+def staging_dir(target: str | Path) -> Iterator[Path]:
+    """A fresh, empty sibling folder ``.<name>.partial-<pid>`` to build ``target`` in; the caller moves the result
+    into place inside the block, and the folder is removed afterwards whatever happened. Folders of the same
+    target whose process is gone (``kill -9``) are removed first."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_partials(target.parent, f".{target.name}.partial-")
+    staging = target.parent / f".{target.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -8,6 +8,7 @@ xy-flipped copies, softmax scores summed.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -23,7 +24,7 @@ from harness.engine.data import build_reader
 from harness.engine.trainer import build_model
 from harness.errors import InputError
 from harness.evaluate.runner import Accumulator
-from harness.io import remove_dead_partials, write_json_atomic
+from harness.io import staging_dir, write_json_atomic
 from harness.voxelize import voxelize_for_backbone
 
 FLIPS = ((1, 1), (-1, 1), (1, -1), (-1, -1))  # (x sign, y sign)
@@ -81,10 +82,7 @@ def run_eval(run_dir: str | Path | None = None, checkpoint: str | Path | None = 
     lm = load_label_map("nuscenes" if cfg.data.dataset == "nuscenes" else "semantickitti")
     acc = Accumulator(lm, "nuscenes" if cfg.data.dataset == "nuscenes" else "semantickitti")
     count = len(reader) if cfg.data.max_scans is None else min(len(reader), cfg.data.max_scans)
-    staging = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}") if out_dir is not None else None
-    if staging is not None:
-        staging.mkdir(parents=True)
-    try:
+    with (staging_dir(out_dir) if out_dir is not None else contextlib.nullcontext()) as staging:
         for i in range(count):
             scan = reader[i]
             pred = predict_scan(model, cfg.model.backbone, np.ascontiguousarray(scan.points[:, :4]), cfg.data.dataset, tta, dev)
@@ -97,9 +95,6 @@ def run_eval(run_dir: str | Path | None = None, checkpoint: str | Path | None = 
                 lm.to_raw(pred).astype(np.uint32).tofile(target)
         if staging is not None:
             _replace_dir(staging, out_dir)
-    finally:
-        if staging is not None and staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     result = acc.result() if acc.num_scans else {"num_scans": 0}
     result.update({"tta": tta, "split": split, "checkpoint": str(checkpoint)})
     if out_dir is not None:
@@ -114,7 +109,6 @@ def _check_predictions_out(path: str | Path | None) -> Path | None:
     if path is None:
         return None
     path = Path(path)
-    remove_dead_partials(path.parent, f".{path.name}.partial-")
     if path.exists() and not path.is_dir():
         raise InputError(path, "exists and is not a folder", "pass a folder path for --predictions-out")
     if path.is_dir() and any(p.name != "sequences" for p in path.iterdir()):

@@ -71,8 +71,8 @@ class RunStore:
         A folder this call created is removed again when it refuses (nothing is left behind)."""
         self._refuse_finished()  # read-only: answered before the lock, which a finished run never needs
         created = not self.path.exists()
+        self._lock()  # a refusal here removes nothing: the folder belongs to the process holding the lock
         try:
-            self._lock()
             self._prepare(cfg, resume, world_size, device)
         except BaseException:
             self.release()
