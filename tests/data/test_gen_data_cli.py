@@ -53,3 +53,28 @@ def test_interrupted_generation_leaves_nothing_and_a_rerun_works(tmp_path, monke
     assert gen(tmp_path / "kitti", "--sequences", "08") == 2
     assert "already holds scans" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kitti"]
+
+
+def test_reproduce_data_step_removes_a_killed_runs_partial_folder(tmp_path):
+    """./reproduce.sh generates into ``<root>.partial-<pid>``; after a kill -9 the next call removes it."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from harness.reproduce.execute import generate_data
+    from harness.reproduce.plan import generated_root
+    from harness.reproduce.spec import Profile
+
+    gen_settings = {"format": "semantickitti", "scans": 1, "sequences": [8], "seed": 0, "points_scale": 0.01}
+    profile = Profile(name="demo", output_root=str(tmp_path / "runs"), tables_dir="t", figures_dir="f", logs_dir="l",
+                      path=tmp_path / "p.yaml", data_dir=str(tmp_path / "data"),
+                      data={"semantickitti": {"generate": gen_settings}})
+    root = Path(generated_root(profile, "semantickitti"))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = root.with_name(f"{root.name}.partial-{dead.pid}")
+    (orphan / "sequences" / "08" / "velodyne").mkdir(parents=True)
+    messages: list[str] = []
+    generate_data(SimpleNamespace(profile=profile, data_roots={"semantickitti": str(root)}), echo=messages.append)
+    assert not orphan.exists() and (root / ".complete").is_file()
+    assert any("removed 1 half-generated folder" in m for m in messages)
+    assert sorted(p.name for p in root.parent.iterdir()) == [root.name]
