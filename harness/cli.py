@@ -37,7 +37,8 @@ def _cmd_gen_data(args: argparse.Namespace) -> int:
     with staging_dir(out) as staging:
         if args.format == "semantickitti":
             summary = generate.generate_semantickitti(staging, scans_per_sequence=args.scans, sequences=sequences,
-                                                      seed=args.seed, points_scale=args.points_scale)
+                                                      seed=args.seed, points_scale=args.points_scale,
+                                                      coverage=args.coverage)
         else:
             summary = generate.generate_nuscenes(staging, scans=args.scans, seed=args.seed)
         _move_into_place(staging, out)
@@ -142,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--sequences", nargs="*", help="SemanticKITTI sequence numbers (default: 00 08)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--points-scale", type=float, default=1.0, help="fraction of the full sensor's azimuth steps")
+    gen.add_argument("--coverage", action="store_true",
+                     help="semantickitti: class-coverage streets (all 19 classes near the sensor in every scan)")
     gen.set_defaults(func=_cmd_gen_data)
 
     ev = sub.add_parser("evaluate", help="score prediction files with the official metric semantics")

@@ -283,6 +283,8 @@ def generate_data(plan: Plan, echo: Echo = print, python: str | None = None) -> 
             cmd += ["--sequences", *[str(s) for s in gen["sequences"]]]
         if gen.get("points_scale") is not None:
             cmd += ["--points-scale", str(gen["points_scale"])]
+        if gen.get("coverage"):
+            cmd.append("--coverage")
         echo(f"[data]    generating {ds} -> {root}: {' '.join(cmd[1:])}")
         t0 = time.monotonic()
         proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -531,6 +531,8 @@ class _Builder:
         self.dynamic: list[DynamicObject] = []
         self.things: list[Thing] = []
         self.showcase_s = list(showcase_s)
+        self.coverage = False  # build_scene(coverage=True): the class-coverage street
+        self.row_next: dict[int, int] = {}  # coverage street: next COVERAGE_ROW index per side
         # arbitrary, non-contiguous instance ids (real seq 00: cars 208-219 and 504)
         self._next_inst = int(rng.integers(100, 400))
         ex, ey, _ = road.to_world(ego.s, ego.l)
@@ -602,7 +604,7 @@ class _Builder:
 
 def build_scene(rng: np.random.Generator, times: np.ndarray, flavour: str = "semantickitti",
                 steps: np.ndarray | None = None, rare_far: bool = False, style: str | None = None,
-                showcase: bool = False) -> Scene:
+                showcase: bool = False, coverage: bool = False) -> Scene:
     """Build one street scene and the ego track for frames at ``times`` [s].
 
     Args:
@@ -616,8 +618,18 @@ def build_scene(rng: np.random.Generator, times: np.ndarray, flavour: str = "sem
             every frame (like the spvnas scan, whose cars are all > 20 m).
         style: ``"urban"``, ``"suburban"`` or ``"green"`` (mix of block kinds); random if None.
         showcase: put one object of every nuScenes thing class near the first frame.
+        coverage: a "class coverage" street for short demo/benchmark sequences (SemanticKITTI flavour):
+            every block has a parking lane, a sidewalk, street trees and sign poles; the parking lanes
+            hold a repeating row of car, truck, van (other-vehicle), motorcycle, bicycle and person, and
+            a bicyclist and a motorcyclist ride with the ego, so that all 19 SemanticKITTI classes lie
+            within ~15 m of the sensor in every frame (see :func:`_coverage_row`). Not a realistic
+            street: the class frequencies are flattened on purpose.
     """
     n = len(times)
+    if steps is None and coverage:
+        # coverage street: key frames 3-4 m apart (about every 4th frame of a 10 Hz drive), so that a short
+        # sequence passes a whole cycle of the parking-lane row instead of repeating one view
+        steps = rng.uniform(3.0, 4.0, n)
     if steps is None:
         # 6-12 m/s at 10 Hz with a smooth speed profile (real seq 00: 0.67-0.81 m per frame)
         base = rng.uniform(0.8, 1.0)
@@ -636,12 +648,20 @@ def build_scene(rng: np.random.Generator, times: np.ndarray, flavour: str = "sem
     margin = 140.0
     s_lo, s_hi = float(ego_s.min()) - margin, float(ego_s.max()) + margin
     style = style or str(rng.choice(["urban", "suburban", "green"], p=[0.4, 0.35, 0.25]))
-    layouts = (_make_layout(rng, s_lo, s_hi, style, flavour), _make_layout(rng, s_lo, s_hi, style, flavour))
+    if coverage:
+        style = "urban"
+    # coverage: short blocks whose ground behind the sidewalk alternates terrain / other-ground, in
+    # opposite phase on the two sides
+    layouts = (_make_layout(rng, s_lo, s_hi, style, flavour, 0 if coverage else None),
+               _make_layout(rng, s_lo, s_hi, style, flavour, 1 if coverage else None))
     road = Road(rng, s_lo - 20, s_hi + 20, half_width, layouts)
     b = _Builder(rng, road, ego, np.asarray(times, float), flavour, rare_far,
                  [float(ego_s[0])] if showcase else [])
+    b.coverage = coverage
     for side in (0, 1):
         _fill_side(b, side)
+    if coverage:
+        _coverage_riders(b)
     _traffic(b)
     _rare_guaranteed(b)
     _rare(b)
@@ -653,11 +673,15 @@ def build_scene(rng: np.random.Generator, times: np.ndarray, flavour: str = "sem
     static_s = np.asarray(b.static_s, float)
     order = np.argsort(static_s, kind="stable")
     return Scene(road, static.take(order), static_s[order], b.dynamic, ego,
-                 {"style": style, "half_width": half_width, "rare_far": rare_far}, b.things)
+                 {"style": style, "half_width": half_width, "rare_far": rare_far, "coverage": coverage}, b.things)
 
 
-def _make_layout(rng: np.random.Generator, s_lo: float, s_hi: float, style: str, flavour: str) -> Layout:
-    """Blocks of 20-70 m with street furniture widths; side streets every ~80-200 m."""
+def _make_layout(rng: np.random.Generator, s_lo: float, s_hi: float, style: str, flavour: str,
+                 coverage: int | None = None) -> Layout:
+    """Blocks of 20-70 m with street furniture widths; side streets every ~80-200 m.
+
+    ``coverage`` (a phase 0/1, None = off): every block is a 10-18 m urban one with a parking lane
+    (parking) and a sidewalk; the ground behind it alternates terrain / other-ground from block to block."""
     weights = {"urban": (0.75, 0.15, 0.10), "suburban": (0.2, 0.65, 0.15), "green": (0.05, 0.3, 0.65)}[style]
     rows = []
     s = s_lo
@@ -669,7 +693,7 @@ def _make_layout(rng: np.random.Generator, s_lo: float, s_hi: float, style: str,
             s += length
             next_street = s + rng.uniform(80, 220)
             continue
-        length = min(rng.uniform(20, 70), max(next_street - s, 5.0))
+        length = min(rng.uniform(20, 70) if coverage is None else rng.uniform(10, 18), max(next_street - s, 5.0))
         kind_style = int(rng.choice(3, p=weights))  # 0 urban, 1 suburban, 2 green
         if kind_style == 0:
             parking = rng.uniform(2.2, 2.6) if rng.random() < 0.3 else 0.0
@@ -689,6 +713,10 @@ def _make_layout(rng: np.random.Generator, s_lo: float, s_hi: float, style: str,
             drive = (d0, d0 + rng.uniform(3, 5))
         else:
             drive = (0.0, 0.0)
+        if coverage is not None:
+            kind_style = 0   # urban: fence and building 3-4 m behind the sidewalk
+            parking, sidewalk = rng.uniform(2.2, 2.6), rng.uniform(1.6, 2.4)
+            beyond = (cid("terrain"), cid("other_ground"))[(len(rows) + coverage) % 2]
         rows.append((s, s + length, 0, parking, sidewalk, beyond, drive[0], drive[1], kind_style))
         s += length
     arr = list(zip(*rows))
@@ -715,8 +743,10 @@ def _fill_side(b: _Builder, side: int) -> None:
         if sidewalk > 0:
             h = rng.uniform(0.10, 0.15)
             b.along(s0, s1, curb, back, side, -0.3, h, "sidewalk")
+        if b.coverage:
+            _coverage_row(b, s0, s1, side, hw + parking / 2)
         # parked cars in the parking lane, 60-85 % occupied
-        if parking > 0:
+        elif parking > 0:
             s = s0 + rng.uniform(0.5, 3.0)
             while s < s1 - 4.5:
                 if rng.random() < 0.38:
@@ -737,14 +767,16 @@ def _fill_side(b: _Builder, side: int) -> None:
                         b.put(parked_two_wheeler("motorcycle", b.new_instance()), s + 1.2, sign * (hw + parking / 2), 0.3)
                 s += rng.uniform(2.5, 6.5)
         # street trees and poles along the curb
+        cov = b.coverage
         if sidewalk >= 1.5:
-            if rng.random() < (0.75 if st == 0 else 0.5):
-                spacing = rng.uniform(8, 15)
+            if cov or rng.random() < (0.75 if st == 0 else 0.5):
+                spacing = rng.uniform(6, 10) if cov else rng.uniform(8, 15)
                 for s in np.arange(s0 + rng.uniform(1, spacing), s1 - 1, spacing):
                     b.put(tree_template(rng, big=rng.random() < 0.8), s, sign * (curb + 0.9))
-            for s in np.arange(s0 + rng.uniform(2, 20), s1 - 1, rng.uniform(18, 35)):
-                if rng.random() < 0.35:
-                    _sign_pole(b, s, sign * (curb + 0.35), side)
+            for s in np.arange(s0 + rng.uniform(2, 20 if not cov else 6), s1 - 1,
+                               rng.uniform(18, 35) if not cov else rng.uniform(7, 11)):
+                if rng.random() < (0.35 if not cov else 0.6):
+                    _sign_pole(b, s, sign * (curb + 0.35), side, low=cov)
                 else:
                     p = PrimList()
                     hgt = rng.uniform(4.0, 9.0)
@@ -800,10 +832,12 @@ def _background(b: _Builder, s0: float, s1: float, back: float, side: int, style
             s += rng.uniform(8, 14)
 
 
-def _sign_pole(b: _Builder, s: float, l: float, side: int) -> None:
+def _sign_pole(b: _Builder, s: float, l: float, side: int, low: bool = False) -> None:
+    """A pole with a sign plate on top; ``low``: a 1.5-2.0 m post (the coverage street), whose plate the
+    HDL-64E's top ring (+2.6 deg) sees from ~5 m on, where a 3 m sign is seen only from ~30 m."""
     rng = b.rng
     p = PrimList()
-    hgt = rng.uniform(2.6, 3.4)
+    hgt = rng.uniform(2.6, 3.4) if not low else rng.uniform(1.5, 2.0)
     p.cylinder((0, 0, hgt / 2), rng.uniform(0.03, 0.05), hgt / 2, "pole")
     size = rng.uniform(0.3, 0.45)
     p.box((0, 0, hgt - size), (0.02, size, size), 0, "traffic_sign")
@@ -820,8 +854,8 @@ def _urban_back(b: _Builder, s0: float, s1: float, back: float, side: int, beyon
                     b.put(car_template(rng, "car", b.new_instance()), s, sign * a, np.pi / 2 + rng.normal(0, 0.05))
         setback = 16.0
     else:
-        setback = rng.uniform(0.5, 6.0)
-        if setback > 3.0 and rng.random() < 0.4:  # garden fence in front of the buildings
+        setback = rng.uniform(0.5, 6.0) if not b.coverage else rng.uniform(3.1, 4.0)
+        if setback > 3.0 and (b.coverage or rng.random() < 0.4):  # garden fence in front of the buildings
             b.along(s0, s1, back + setback - 1.0, back + setback - 0.94, side, 0, rng.uniform(0.9, 1.6), "fence",
                     seg=10.0)
     s = s0 + rng.uniform(0, 3)
@@ -916,6 +950,59 @@ def _green_back(b: _Builder, s0: float, s1: float, back: float, side: int) -> No
         b.put(q, rng.uniform(s0, s1), sign * (edge + rng.uniform(-1.0, 10.0)))
     if rng.random() < 0.7:  # fence / guard rail in front of the wood
         b.along(s0, s1, edge - 2.5, edge - 2.44, side, 0, rng.uniform(0.8, 1.4), "fence", seg=10.0)
+
+
+# Coverage street (``build_scene(coverage=True)``): the parking-lane row cycles through these things.
+# Large vehicles come once per cycle: they would otherwise take most of a cropped scan's points.
+COVERAGE_ROW = ("car", "bicycle", "person", "truck", "motorcycle", "car", "person", "other_vehicle", "bicycle",
+                "motorcycle")
+
+
+def _coverage_row(b: _Builder, s0: float, s1: float, side: int, l: float) -> None:
+    """A parking lane holding a repeating row of every parked thing class of SemanticKITTI.
+
+    With ~1.5 m gaps one cycle of :data:`COVERAGE_ROW` spans ~25 m, so a crop of ~15 m radius around the
+    sensor holds most of them on one side or the other (the two sides start at different places)."""
+    rng = b.rng
+    sign = 1.0 if side == 0 else -1.0
+    k = b.row_next.setdefault(side, int(rng.integers(0, len(COVERAGE_ROW))))
+    s = s0 + rng.uniform(0.3, 1.5)
+    while s < s1 - 1.0:
+        cls = COVERAGE_ROW[k % len(COVERAGE_ROW)]
+        if cls == "car":
+            tpl, half = car_template(rng, "car", b.new_instance()), 2.4
+        elif cls in ("truck", "other_vehicle"):
+            tpl, half = long_vehicle_template(rng, cls, b.new_instance()), (4.5 if cls == "truck" else 3.0)
+        elif cls == "person":
+            tpl, half = person_template(rng, "person", b.new_instance()), 0.4
+        else:
+            tpl, half = parked_two_wheeler(cls, b.new_instance()), 1.1
+        if s + 2 * half > s1 + 1.0:
+            break   # does not fit: it opens the next block of this side (the cycle goes on there)
+        k += 1
+        b.row_next[side] = k
+        heading = float(rng.normal(0, 0.05)) + (0.0 if rng.random() < 0.5 else np.pi)
+        b.put(tpl, s + half, sign * l + float(rng.normal(0, 0.1)), rng.uniform(0, 2 * np.pi) if cls == "person" else heading)
+        s += 2 * half + rng.uniform(1.0, 2.0)
+
+
+def _coverage_riders(b: _Builder) -> None:
+    """Things that travel with the ego (moving ids) and so are near it in every frame: a bicyclist 4-7 m
+    ahead at the road edge of the ego side, a motorcyclist 3-6 m ahead in the oncoming lane, and a person
+    on the ego side's sidewalk within 4 m of it (along the road)."""
+    rng, road = b.rng, b.road
+    hw, ego_s, n = road.half_width, b.ego.s, len(b.ego.s)
+    wobble = np.sin(np.arange(n) / 3.0)
+    moving = np.ones(n, bool)
+    b.add_dynamic(rider_template(rng, "bicycle", b.new_instance(), b.new_instance()), ego_s + rng.uniform(4, 7)
+                  + wobble, np.full(n, -(hw - 0.7)), np.zeros(n), moving)
+    b.add_dynamic(rider_template(rng, "motorcycle", b.new_instance(), b.new_instance()), ego_s + rng.uniform(3, 6)
+                  - wobble, np.full(n, hw / 2), np.zeros(n), moving)
+    lay = road.layouts[1]
+    i = np.clip(np.searchsorted(lay.start, ego_s, side="right") - 1, 0, len(lay.start) - 1)
+    walk = -(hw + lay.parking[i] + 0.5 * np.maximum(lay.sidewalk[i], 1.0))
+    b.add_dynamic(person_template(rng, "person", b.new_instance()), ego_s + rng.uniform(-4, 4, n), walk,
+                  rng.uniform(0, 2 * np.pi, n), moving)
 
 
 def _traffic(b: _Builder) -> None:
