@@ -90,9 +90,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     experiments = _experiments([args.table])
     profile, why = resolve_profile(args.profile, experiments)
-    if args.seeds < 1:
-        raise InputError("--seeds", f"{args.seeds}", "ask for at least one seed")
-    plan = build_plan(experiments, profile, seeds=range(args.seeds))
+    n_seeds = args.seeds if args.seeds is not None else profile.seeds
+    if n_seeds < 1:
+        raise InputError("--seeds", f"{n_seeds}", "ask for at least one seed")
+    plan = build_plan(experiments, profile, seeds=range(n_seeds))
     print(_header("reproduce", experiments, profile, why))
     print(format_plan(plan))
     if args.dry_run:
@@ -169,7 +170,8 @@ def add_subcommands(sub) -> None:  # noqa: ANN001 - argparse's private subparser
                                      "train the rest, then write results/tables and results/figures.")
     rep.add_argument("table", help=f"experiment: {', '.join(available(EXPERIMENT_DIR))} (or all)")
     rep.add_argument("--profile", help="paper | demo (default: paper when the dataset roots are set, else demo)")
-    rep.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per run (students of seed k use teacher seed k)")
+    rep.add_argument("--seeds", type=int, help="seeds 0..N-1 per run (students of seed k use teacher seed k; "
+                     "default: the profile's seeds:, 1 for demo and paper)")
     rep.add_argument("--gpus", type=int, default=1, help="GPUs per run; > 1 launches each run with torchrun")
     rep.add_argument("--jobs", type=int, help="runs trained at once (default: the profile's; 2 for the CPU demo)")
     rep.add_argument("--device", help="cpu | cuda (default: the profile's, else cuda when available)")

@@ -251,6 +251,7 @@ def build_plan(experiments: Iterable[Experiment], profile: Profile, seeds: Itera
         ov.update(profile.overrides)
         ov.update((profile.data.get(spec.dataset) or {}).get("overrides") or {})
         ov.update(profile.backbones.get(backbone) or {})
+        ov.update(profile.recipes.get(spec.recipe) or {})
         ov.update(spec.overrides)
         ov.update({"name": spec.name, "output_root": profile.output_root,
                    "profile": profile.name if profile.name in ("paper", "demo") else "demo",

@@ -39,7 +39,7 @@ KINDS = ("methods", "coefficients", "components", "coefficient_table")
 RUN_KEYS = {"id", "recipe", "name", "teacher", "overrides", "ref", "label", "dataset"}
 EXPERIMENT_KEYS = {"table", "title", "kind", "dataset", "groups", "runs", "note", "highlight_classes"}
 PROFILE_KEYS = {"profile", "output_root", "tables_dir", "figures_dir", "logs_dir", "data_dir", "gitignore", "device",
-                "jobs", "threads_per_job", "data", "overrides", "backbones"}
+                "jobs", "threads_per_job", "data", "overrides", "backbones", "recipes", "seeds"}
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,9 @@ class Profile:
     data: dict[str, dict] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
     backbones: dict[str, dict] = field(default_factory=dict)
+    # per recipe (teacher vs student schedules of generated-data profiles), applied after ``backbones``
+    recipes: dict[str, dict] = field(default_factory=dict)
+    seeds: int = 1                       # seeds per run when ``reproduce --seeds`` is not given
 
     @property
     def is_demo(self) -> bool:
@@ -198,12 +201,23 @@ def load_profile(name: str | Path, directory: Path | None = None) -> Profile:
     for key in ("profile", "output_root", "tables_dir", "figures_dir", "logs_dir"):
         if not data.get(key):
             raise InputError(path, f"missing {key!r}", f"set {key}:")
+    seeds = data.get("seeds", 1)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise InputError(path, f"seeds: {seeds!r} is not a positive whole number", "write e.g. seeds: 3")
+    for key in ("backbones", "recipes"):
+        block = data.get(key) or {}
+        if not isinstance(block, dict) or not all(isinstance(v, dict) for v in block.values()):
+            raise InputError(path, f"{key}: must map names to mappings of dotted overrides",
+                             f"write e.g. {key}: {{minkunet: {{optim.lr: 0.002}}}}")
+    unknown = sorted(r for r in (data.get("recipes") or {}) if not (RECIPE_DIR / f"{r}.yaml").is_file())
+    if unknown:
+        raise InputError(path, f"recipes: unknown recipe(s) {unknown}", f"choose from: {', '.join(available(RECIPE_DIR))}")
     return Profile(name=str(data["profile"]), output_root=str(data["output_root"]), tables_dir=str(data["tables_dir"]),
                    figures_dir=str(data["figures_dir"]), logs_dir=str(data["logs_dir"]), path=path,
                    data_dir=data.get("data_dir"), gitignore=data.get("gitignore"), device=data.get("device"),
                    jobs=int(data.get("jobs") or 1), threads_per_job=data.get("threads_per_job"),
                    data=dict(data.get("data") or {}), overrides=dict(data.get("overrides") or {}),
-                   backbones=dict(data.get("backbones") or {}))
+                   backbones=dict(data.get("backbones") or {}), recipes=dict(data.get("recipes") or {}), seeds=seeds)
 
 
 def override_args(mapping: dict[str, Any]) -> list[str]:
