@@ -48,7 +48,7 @@ def _counts(root: Path, overrides: dict, split: str) -> tuple[np.ndarray, int]:
     return counts, len(ds)
 
 
-@pytest.mark.parametrize("profile", ["demo"])
+@pytest.mark.parametrize("profile", ["demo", "cpu-bench"])
 def test_every_class_in_cropped_train_and_val(profile: str, tmp_path: Path) -> None:
     gen, overrides = _profile_data(profile)
     assert gen.get("coverage") is True, f"{profile}.yaml must generate class-coverage streets"
