@@ -48,6 +48,7 @@ class DistillContext:
     student_channels: Mapping[str, int] = field(default_factory=dict)  # tap name -> feature width
     teacher_channels: Mapping[str, int] = field(default_factory=dict)
     class_frequency: torch.Tensor | None = None  # (num_classes,) training frequency per class
+    dataset: str = "semantickitti"  # label map of the run (semantickitti | nuscenes)
 
     def tap_widths(self, tap: str, method: str) -> tuple[int, int]:
         """(student, teacher) feature width of ``tap``; a clear KeyError when the trainer did not record it."""
@@ -65,6 +66,9 @@ class Distiller(nn.Module):
     teacher_taps: ClassVar[tuple[str, ...]] = ()
     terms: ClassVar[tuple[str, ...]] = ()  # names of the loss terms forward() returns
     method: ClassVar[str] = ""
+    #: True: the trainer counts the training split's class frequencies (harness.data.class_frequency)
+    #: into ``DistillContext.class_frequency`` unless the option ``class_frequency`` is given
+    needs_class_frequency: ClassVar[bool] = False
 
     def __init__(self, context: DistillContext, coefficients: Mapping[str, float] | None = None, **options: Any) -> None:
         super().__init__()

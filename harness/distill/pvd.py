@@ -21,12 +21,14 @@ Terms as implemented (B scans; scan b has N_b points and V_b voxels; C logit col
 
 * ``out_point`` -- pointwise output distillation, on the ``point_logits`` taps (N, C):
 
-  .. math:: L^p_{out} = \frac1B\sum_b \frac{1}{N_b}\sum_{n\in b} \frac{\tau^2}{C}
+  .. math:: L^p_{out} = \frac1B\sum_b \frac{1}{N_b}\sum_{n\in b} \tau^2
             \sum_c p^T_{nc}\,(\log p^T_{nc} - \log p^S_{nc}),\qquad p = \mathrm{softmax}(z/\tau)
 
   - KL(T || S), ``temperature`` tau = 1 with tau^2 scaling otherwise [D, A3];
-  - ``1/(N C)`` normalisation as the spec recalls the paper, since the paper's coefficients are
-    reused (``kl_class_reduction="mean"``; ``"sum"`` gives ``1/N``) [R, A4];
+  - the harness's one KL convention (:func:`harness.distill.losses.site_kl`): summed over the C
+    classes, mean over sites (``1/N``), as KD and SKD's pixel term, so Table 4's coefficients of one
+    size act on terms of one size [R, A4]; ``kl_class_reduction="mean"`` gives ``1/(N C)``, which
+    made these terms C = 20 times smaller than KD's at equal logits;
   - every point takes part, ignore-labelled ones included (distillation needs no label) [D];
     points without a voxel (``point_to_voxel == -1``: dropped by the cubic grid's training voxel
     cap; their logits are placeholders) are skipped [D];
@@ -60,7 +62,11 @@ Terms as implemented (B scans; scan b has N_b points and V_b voxels; C logit col
     issue overrides the spec's A6 (count of distinct minority classes, which would give supervoxels
     with *more* rare classes *less* weight). ``n_minor="mean"``: mean rarity of the labelled points.
     Labels: ``point_labels`` (else ``voxel_labels``; with neither the class factor is 1). Class
-    frequencies: ``DistillContext.class_frequency`` (SemanticKITTI: the label map's ``content``);
+    frequencies: ``DistillContext.class_frequency``, which the trainer counts from the training
+    split's label files of the run's dataset root (:mod:`harness.data.class_frequency`, cached per
+    root; nuScenes from the devkit's lidarseg tables), or the ``class_frequency`` option (a list, or
+    ``"labelmap"``: the label map's shipped ``content``, SemanticKITTI only). Uniform frequencies are
+    an error: they would make f_class constant and the sampling silently distance-only;
   - ``f_dist = 1 + D/R_max`` [D, A7 alternative; ``f_dist="linear"`` gives the spec's D/R_max], D the
     radius of the supervoxel's centre, R_max = 50 m, the volume's outer radius;
   - ``K`` = 5 supervoxels per scan drawn without replacement from the occupied ones,
@@ -93,16 +99,16 @@ disabled terms are neither computed nor returned.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
 
 from harness.backbones.base import BackboneInput
+from harness.data.labelmap import load_label_map
 from harness.distill.base import DistillContext, Distiller, SeededSampling, paper_coefficients
-from harness.distill.losses import (affinity_distance, cosine_affinity, has_direction, kl_divergence,
-                                    per_scan_mean)
+from harness.distill.losses import (KL_CLASS_REDUCTION, affinity_distance, check_class_reduction, cosine_affinity,
+                                    has_direction, per_scan_mean, site_kl)
 from harness.distill.recorder import TapValue
 from harness.distill.supervoxel import (F_DIST_FORMS, N_MINOR_READINGS, SAMPLING_STRATEGIES, SupervoxelPartition,
                                         class_rarity, gather_members, minority_score, sample_supervoxels,
@@ -176,20 +182,23 @@ class PVD(SeededSampling, Distiller):
         coefficients: overrides of the Table 4 coefficients (term name -> weight); win over ``coefficient_row``.
         components: enabled terms (default all four); supplement Table 3.
         coefficient_row: 1-6, take (alpha1, alpha2, beta1, beta2) from supplement Table 2 (Cylinder3D study).
-        temperature: KL temperature tau (tau^2 scaling). kl_class_reduction: ``"mean"`` (1/(N C), default) or ``"sum"``.
+        temperature: KL temperature tau (tau^2 scaling). kl_class_reduction: ``"sum"`` (1/N, default, the
+            harness's KL convention) or ``"mean"`` (1/(N C)).
         K, N_p, N_v: supervoxels per scan, points / voxels per supervoxel.
         supervoxel_size: supervoxel size in voxels of the cylindrical grid; grid: ``"semantickitti"``,
             ``"nuscenes"`` or a :class:`~harness.voxelize.cylindrical.CylindricalGrid`.
         sampling: ``difficulty`` | ``random`` | ``class_only`` | ``distance_only``.
         alpha_s, beta_s: f_class constants. n_minor: ``"rarest"`` | ``"mean"``.
         f_dist: ``"one_plus_linear"`` | ``"linear"``.
-        class_frequency: (C,) overrides ``context.class_frequency``.
+        class_frequency: (C,) overrides ``context.class_frequency``; ``"labelmap"``: the shipped ``content`` of
+            ``context.dataset``'s label map (SemanticKITTI's official shares; nuScenes has none).
         partition_from: ``"auto"`` (Cylinder3D: ``grid_index``, else ``xyz``), ``"grid_index"``, ``"xyz"``.
         voxel_logits_source / voxel_features_source: ``"auto"``, ``"native"``, ``"cylindrical"``.
         seed: seed of the sampling generator (None: global RNG).
     """
 
     method = "pvd"
+    needs_class_frequency = True
     terms = TERMS
     student_taps = ("point_logits", "voxel_logits", "point_features", "voxel_features")
     teacher_taps = ("point_logits", "voxel_logits", "point_features", "voxel_features")
@@ -202,7 +211,7 @@ class PVD(SeededSampling, Distiller):
         components: Sequence[str] | None = None,
         coefficient_row: int | None = None,
         temperature: float = 1.0,
-        kl_class_reduction: str = "mean",
+        kl_class_reduction: str = KL_CLASS_REDUCTION,
         K: int = 5,  # noqa: N803 -- the paper's notation
         N_p: int = 256,  # noqa: N803
         N_v: int = 256,  # noqa: N803
@@ -213,7 +222,7 @@ class PVD(SeededSampling, Distiller):
         beta_s: float = -2.0,
         n_minor: str = "rarest",
         f_dist: str = "one_plus_linear",
-        class_frequency: Sequence[float] | torch.Tensor | None = None,
+        class_frequency: Sequence[float] | torch.Tensor | str | None = None,
         partition_from: str = "auto",
         voxel_logits_source: str = "auto",
         voxel_features_source: str = "auto",
@@ -231,8 +240,7 @@ class PVD(SeededSampling, Distiller):
         self.active_terms = tuple(t for t in TERMS if t in enabled)
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
-        if kl_class_reduction not in ("mean", "sum"):
-            raise ValueError(f"kl_class_reduction must be 'mean' or 'sum', got {kl_class_reduction!r}")
+        check_class_reduction(kl_class_reduction)
         for name, value in (("K", K), ("N_p", N_p), ("N_v", N_v)):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -263,17 +271,24 @@ class PVD(SeededSampling, Distiller):
         self.seed = seed
         self._generators: dict[str, torch.Generator] = {}
 
+        if isinstance(class_frequency, str):
+            _check_choice("class_frequency", class_frequency, ("labelmap",))
+            class_frequency = torch.as_tensor(load_label_map(context.dataset).content, dtype=torch.float32)
         frequency = class_frequency if class_frequency is not None else context.class_frequency
         samples = "aff_point" in self.active_terms or "aff_voxel" in self.active_terms
         needs_class = samples and sampling in ("difficulty", "class_only")
         if frequency is None and needs_class:
             raise ValueError(f"pvd sampling={sampling!r} needs class frequencies: set DistillContext.class_frequency "
-                             "(e.g. load_label_map('semantickitti').content) or the class_frequency option")
+                             "(harness.data.class_frequency.training_class_frequency) or the class_frequency option")
+        if frequency is not None and torch.as_tensor(frequency).numel() != context.num_classes:
+            raise ValueError(f"pvd: class_frequency has {torch.as_tensor(frequency).numel()} entries, the dataset "
+                             f"{context.num_classes} classes")
         rarity = class_rarity(torch.as_tensor(frequency)) if frequency is not None else torch.ones(context.num_classes)
         if needs_class and bool((rarity == 1).all()):
-            warnings.warn("pvd: the class frequencies are uniform (e.g. nuScenes' placeholder content), so f_class is "
-                          "constant and difficulty sampling reduces to distance sampling; pass training-set "
-                          "frequencies as DistillContext.class_frequency", stacklevel=2)
+            raise ValueError("pvd: the class frequencies are uniform (e.g. a placeholder), so f_class would be constant "
+                             f"and sampling={sampling!r} silently distance-only; use the training split's frequencies "
+                             "(the trainer counts them from the label files) or sampling='distance_only'")
+        self.class_frequency = None if frequency is None else [float(f) for f in torch.as_tensor(frequency).tolist()]
         self.register_buffer("rarity", rarity, persistent=False)
 
     # ------------------------------------------------------------------ metadata
@@ -289,6 +304,7 @@ class PVD(SeededSampling, Distiller):
             "grid": {"grid_size": list(grid.grid_size), "min_bound": list(grid.min_bound),
                      "max_bound": list(grid.max_bound)},
             "sampling": self.sampling, "alpha_s": self.alpha_s, "beta_s": self.beta_s, "n_minor": self.n_minor,
+            "class_frequency": self.class_frequency,
             "f_dist": self.f_dist, "partition_from": self.partition_from,
             "voxel_logits_source": self.voxel_logits_source, "voxel_features_source": self.voxel_features_source,
             "seed": self.seed,
@@ -309,7 +325,7 @@ class PVD(SeededSampling, Distiller):
 
         if "out_point" in active:
             zs, zt = _pair(student, teacher, "point_logits", rows=n)
-            terms["out_point"] = per_scan_mean(self._kl(zs, zt), geo.point_scan, b, geo.point_valid)
+            terms["out_point"] = self._kl(zs, zt, geo.point_scan, b, geo.point_valid)
 
         if "out_voxel" in active:
             if self.voxel_logits_source == "native":
@@ -319,7 +335,7 @@ class PVD(SeededSampling, Distiller):
                 zs, zt = _pair(student, teacher, "point_logits", rows=n)
                 ys, yt = cells.mean(zs), cells.mean(zt)
                 vscan = cells.scan
-            terms["out_voxel"] = per_scan_mean(self._kl(ys, yt), vscan, b)
+            terms["out_voxel"] = self._kl(ys, yt, vscan, b)
 
         if "aff_point" in active or "aff_voxel" in active:
             sample = self.sample(batch, geo)
@@ -342,9 +358,11 @@ class PVD(SeededSampling, Distiller):
                 terms["aff_voxel"] = self._affinity(gs, gt, group, num_groups, self.N_v, b)
         return terms
 
-    def _kl(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-        return kl_divergence(student_logits.float(), teacher_logits.detach().float(), self.temperature,
-                             self.kl_class_reduction)
+    def _kl(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, scan: torch.Tensor, batch_size: int,
+            mask: torch.Tensor | None = None) -> torch.Tensor:
+        """KL(teacher || student) per site, summed over classes (or 1/C), mean per scan then over scans."""
+        return site_kl(student_logits, teacher_logits, scan, batch_size, self.temperature, self.kl_class_reduction,
+                       mask)
 
     def _affinity(self, fs: torch.Tensor, ft: torch.Tensor, group: torch.Tensor, num_groups: int, limit: int,
                   batch_size: int) -> torch.Tensor:

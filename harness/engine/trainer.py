@@ -34,7 +34,7 @@ from harness.distill.recorder import TapRecorder
 from harness.engine.checkpoint import load_checkpoint, load_model_weights, model_identity, save_checkpoint, set_rng_state
 from harness.engine.data import build_loader, move
 from harness.engine.dist import DistInfo, all_reduce_sum, barrier, init_distributed
-from harness.engine.losses import segmentation_loss
+from harness.engine.losses import segmentation_loss, weighted_total
 from harness.errors import InputError
 from harness.evaluate.runner import Accumulator
 from harness.runs.store import RunStore, run_dir_for
@@ -174,10 +174,16 @@ class Trainer:
                 net(batch.extras.get("teacher_input", batch) if name == "teacher" else batch)
             recorder.remove()
             widths[name] = {tap: int(v.feats.shape[1]) for tap, v in recorder.values.items()}
+        options = dict(self.cfg.distill.options)
+        frequency = None
+        if cls.needs_class_frequency and "class_frequency" not in options:  # counted once per root, cached
+            from harness.data.class_frequency import training_class_frequency
+
+            counted = training_class_frequency(self.train_set.reader, self.cfg.data.dataset)
+            frequency = torch.tensor(counted.frequency, dtype=torch.float32)
         context = DistillContext(backbone=self.cfg.model.backbone, num_classes=self.label_map.num_classes,
                                  student_channels=widths["student"], teacher_channels=widths["teacher"],
-                                 class_frequency=torch.tensor(self.label_map.content, dtype=torch.float32))
-        options = dict(self.cfg.distill.options)
+                                 class_frequency=frequency, dataset=self.cfg.data.dataset)
         if "seed" in inspect.signature(cls.__init__).parameters and "seed" not in options:
             options["seed"] = self.cfg.train.seed + self.info.rank  # each rank samples its own supervoxels
         try:
@@ -272,7 +278,7 @@ class Trainer:
                     for k, v in self.distiller(self.student_recorder.values, self.teacher_recorder.values, batch).items():
                         terms[f"distill.{k}"] = v
         weights = self._weights()
-        total = sum(weights.get(k, 1.0) * v.float() for k, v in terms.items())
+        total = weighted_total(terms, weights)
         values = {k: float(v.detach()) for k, v in terms.items()}
         values["total"] = float(total.detach())
         if not math.isfinite(values["total"]):
