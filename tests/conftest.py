@@ -53,3 +53,15 @@ def _one_intra_op_thread(request):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_dir(tmp_path_factory):
+    """Tests never write the user's cache (``~/.cache/pvkd-harness``): one throw-away ``$PVKD_CACHE_DIR``."""
+    previous = os.environ.get("PVKD_CACHE_DIR")
+    os.environ["PVKD_CACHE_DIR"] = str(tmp_path_factory.mktemp("pvkd_cache"))
+    yield
+    if previous is None:
+        os.environ.pop("PVKD_CACHE_DIR", None)
+    else:
+        os.environ["PVKD_CACHE_DIR"] = previous

@@ -78,7 +78,7 @@ def test_distilled_run_through_hooks(tiny_kitti, tmp_path, teacher_run):
     DISTILLERS.register("test_mse", PlaceholderMSE)
     PlaceholderMSE.calls, PlaceholderMSE.nan_after = 0, None
     trainer, metrics = train("minkunet_student", tiny_kitti, tmp_path, "kd", train__max_steps_per_epoch=2,
-                             distill__method="test_mse", distill__teacher_run=str(teacher_run))
+                             distill__method="test_mse", distill__coefficients__mse=1.0, distill__teacher_run=str(teacher_run))
     assert PlaceholderMSE.calls == 2
     assert not any(p.requires_grad for p in trainer.teacher.parameters()) and not trainer.teacher.training
     log = [json.loads(line) for line in (trainer.store.path / "train_log.jsonl").read_text().splitlines()]
@@ -91,7 +91,7 @@ def test_nan_loss_stops_with_message_and_keeps_checkpoint(tiny_kitti, tmp_path, 
     PlaceholderMSE.calls, PlaceholderMSE.nan_after = 0, 1
     with pytest.raises(TrainingDiverged, match="non-finite loss at epoch 0 step 1") as err:
         train("minkunet_student", tiny_kitti, tmp_path, "nan", train__max_steps_per_epoch=3, train__checkpoint_steps=1,
-              distill__method="test_mse", distill__teacher_run=str(teacher_run))
+              distill__method="test_mse", distill__coefficients__mse=1.0, distill__teacher_run=str(teacher_run))
     assert "last good checkpoint" in str(err.value)
     ckpt = torch.load(tmp_path / "semantickitti/minkunet/nan/seed0/checkpoints/last.pt", weights_only=True)
     assert ckpt["global_step"] == 1
@@ -103,7 +103,7 @@ def test_nan_before_the_first_checkpoint_says_none_exists(tiny_kitti, tmp_path, 
     PlaceholderMSE.calls, PlaceholderMSE.nan_after = 0, 0
     with pytest.raises(TrainingDiverged, match="non-finite loss at epoch 0 step 0") as err:
         train("minkunet_student", tiny_kitti, tmp_path, "nan0", train__max_steps_per_epoch=2,
-              distill__method="test_mse", distill__teacher_run=str(teacher_run))
+              distill__method="test_mse", distill__coefficients__mse=1.0, distill__teacher_run=str(teacher_run))
     assert "No checkpoint exists yet" in str(err.value) and "last good checkpoint" not in str(err.value)
     assert not (tmp_path / "semantickitti/minkunet/nan0/seed0/checkpoints/last.pt").exists()
     PlaceholderMSE.nan_after = None
