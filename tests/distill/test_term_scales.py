@@ -70,16 +70,17 @@ def test_the_convention_is_kl_summed_over_classes():
         pytest.approx(expected / 5, rel=1e-5)
 
 
-@pytest.mark.parametrize("reduction, divisor", [("sum", 1), ("mean", 4)])
+@pytest.mark.parametrize("reduction, divisor", [(None, 1), ("sum", 1), ("mean", 4)])
 def test_kd_and_skd_pixel_follow_the_convention(reduction, divisor):
     """Fails when KD or SKD's pixel term averages over classes by default (or ignores the option)."""
     zs, zt = logits(5, 4, 2), logits(5, 4, 3)
     expected = np_kl_rows(zs, zt).mean() / divisor
     batch = voxel_batch(line_grids([5]))
-    kd = KD(context(num_classes=4), kl_class_reduction=reduction)
+    options = {} if reduction is None else {"kl_class_reduction": reduction}
+    kd = KD(context(num_classes=4), **options)
     assert kd(taps(voxel_logits=t32(zs, True)), taps(voxel_logits=t32(zt)), batch)["kd"].item() == \
         pytest.approx(expected, rel=1e-5)
-    skd = SKD(context(num_classes=4), kl_class_reduction=reduction)
+    skd = SKD(context(num_classes=4), **options)
     feats = torch.randn(5, 2)
     out = skd(taps(voxel_logits=t32(zs, True), voxel_features=feats), taps(voxel_logits=t32(zt), voxel_features=feats),
               batch)
