@@ -48,7 +48,8 @@ class LabelMap:
         ignore_ids: learning ids excluded from the metric (always ``(0,)`` here).
         colors_rgb: (num_classes, 3) uint8 RGB colours per learning id.
         content: (num_classes,) fraction of all points per learning id, summed over merged raw ids
-            (SemanticKITTI ``content``; uniform for nuScenes, whose yaml has none).
+            (SemanticKITTI's official ``content``), or None for nuScenes, whose yaml has none: its
+            training-split frequencies are counted by :mod:`harness.data.class_frequency` (no placeholder).
     """
 
     name: str
@@ -57,7 +58,7 @@ class LabelMap:
     learning_map_inv: dict[int, int]
     ignore_ids: tuple[int, ...]
     colors_rgb: np.ndarray = field(repr=False)
-    content: np.ndarray = field(repr=False)
+    content: np.ndarray | None = field(repr=False)
     raw_names: dict[int, str] = field(repr=False, default_factory=dict)
 
     @property
@@ -129,9 +130,7 @@ def load_label_map(name: str) -> LabelMap:
         names16 = cfg["labels_16"]
         class_names = tuple("ignore" if k == 0 else names16[k] for k in sorted(names16))
         colors = np.array(_NUSCENES_COARSE_RGB, dtype=np.uint8)
-        content = np.full(len(class_names), 1.0 / (len(class_names) - 1))
-        content[0] = 0.0
-        return LabelMap(name, class_names, learning_map, {}, (0,), colors, content,
+        return LabelMap(name, class_names, learning_map, {}, (0,), colors, None,
                         {int(k): v for k, v in cfg["labels"].items()})
     inv = {int(k): int(v) for k, v in cfg["learning_map_inv"].items()}
     raw_names = {int(k): v for k, v in cfg["labels"].items()}

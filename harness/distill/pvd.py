@@ -27,7 +27,7 @@ Terms as implemented (B scans; scan b has N_b points and V_b voxels; C logit col
   - KL(T || S), ``temperature`` tau = 1 with tau^2 scaling otherwise [D, A3];
   - the harness's one KL convention (:func:`harness.distill.losses.site_kl`): summed over the C
     classes, mean over sites (``1/N``), as KD and SKD's pixel term, so Table 4's coefficients of one
-    size act on terms of one size [R, A4]; ``kl_class_reduction="mean"`` gives ``1/(N C)``, which
+    size act on terms of one size [R]; ``kl_class_reduction="mean"`` gives ``1/(N C)``, which
     made these terms C = 20 times smaller than KD's at equal logits;
   - every point takes part, ignore-labelled ones included (distillation needs no label) [D];
     points without a voxel (``point_to_voxel == -1``: dropped by the cubic grid's training voxel
@@ -273,7 +273,11 @@ class PVD(SeededSampling, Distiller):
 
         if isinstance(class_frequency, str):
             _check_choice("class_frequency", class_frequency, ("labelmap",))
-            class_frequency = torch.as_tensor(load_label_map(context.dataset).content, dtype=torch.float32)
+            content = load_label_map(context.dataset).content
+            if content is None:
+                raise ValueError(f"pvd: class_frequency='labelmap': the {context.dataset} label map ships no class "
+                                 "frequencies; leave the option unset (the trainer counts the training split's)")
+            class_frequency = torch.as_tensor(content, dtype=torch.float32)
         frequency = class_frequency if class_frequency is not None else context.class_frequency
         samples = "aff_point" in self.active_terms or "aff_voxel" in self.active_terms
         needs_class = samples and sampling in ("difficulty", "class_only")

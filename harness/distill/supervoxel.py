@@ -142,8 +142,8 @@ def class_rarity(class_frequency: torch.Tensor, ignore_index: int = 0) -> torch.
 
     ``rarity_c = (log p_c - log p_min) / (log p_max - log p_min)`` over the classes other than
     ``ignore_index`` (which gets 1: it never makes a supervoxel rare). Classes with frequency 0 count
-    as the rarest observed one. When every class is equally frequent (e.g. nuScenes' uniform
-    ``content`` placeholder) all rarities are 1: no class is rarer than another.
+    as the rarest observed one. When every class is equally frequent (a uniform
+    placeholder) all rarities are 1: no class is rarer than another.
     """
     freq = torch.as_tensor(class_frequency, dtype=torch.float64).flatten()
     keep = torch.ones_like(freq, dtype=torch.bool)

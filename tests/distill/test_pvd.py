@@ -313,7 +313,7 @@ def test_minority_score_readings():
     assert minority_score(labels, sv, 4, rarity, "rarest").tolist() == pytest.approx([0.2, 0.6, 1.0, 1.0])
     assert minority_score(labels, sv, 4, rarity, "mean").tolist() == pytest.approx([0.6, 0.6, 1.0, 1.0])
     assert f_class(torch.tensor([0.0, 1.0]), 4.0, -2.0).tolist() == pytest.approx([5.0, 4 * math.exp(-2) + 1])
-    assert class_rarity(torch.full((17,), 1 / 17)).tolist() == [1.0] * 17  # nuScenes' uniform placeholder
+    assert class_rarity(torch.full((17,), 1 / 17)).tolist() == [1.0] * 17  # a uniform placeholder
 
 
 def test_distance_and_random_strategies():
@@ -388,7 +388,7 @@ def test_components_and_coefficient_rows():
     # uniform frequencies (a placeholder) are an error, never a silent distance-only sampling
     with pytest.raises(ValueError, match="uniform"):
         PVD(DistillContext("cylinder3d", 17, class_frequency=torch.full((17,), 1 / 16)))
-    with pytest.raises(ValueError, match="uniform"):  # nuScenes' label map ships no content
+    with pytest.raises(ValueError, match="ships no class frequencies"):  # nuScenes' yaml has no content
         PVD(DistillContext("cylinder3d", 17, dataset="nuscenes"), class_frequency="labelmap")
     PVD(DistillContext("cylinder3d", 17, class_frequency=torch.full((17,), 1 / 16)), sampling="distance_only")
     with pytest.raises(ValueError, match="17 entries"):
