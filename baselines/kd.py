@@ -100,8 +100,8 @@ class KD(Distiller):
         z_s = student[self.logit_tap].feats
         z_t = teacher[self.logit_tap].feats
         sites = gather_sites(self.level, batch, z_s.shape[0], z_s.device)
-        return {"kd": site_kl(drop_logit(sites.take(z_s), self.ignore_logit), drop_logit(sites.take(z_t), self.ignore_logit),
-                              sites.scan, sites.num_scans, self.temperature, self.kl_class_reduction)}
+        z_s, z_t = drop_logit(sites.take(z_s), self.ignore_logit), drop_logit(sites.take(z_t), self.ignore_logit)
+        return {"kd": site_kl(z_s, z_t, sites.scan, sites.num_scans, self.temperature, self.kl_class_reduction)}
 
     def extra_repr(self) -> str:
         return (f"temperature={self.temperature}, level={self.level!r}, ignore_logit={self.ignore_logit}, "

@@ -289,9 +289,9 @@ class PVD(SeededSampling, Distiller):
                              f"{context.num_classes} classes")
         rarity = class_rarity(torch.as_tensor(frequency)) if frequency is not None else torch.ones(context.num_classes)
         if needs_class and bool((rarity == 1).all()):
-            raise ValueError("pvd: the class frequencies are uniform (e.g. a placeholder), so f_class would be constant "
-                             f"and sampling={sampling!r} silently distance-only; use the training split's frequencies "
-                             "(the trainer counts them from the label files) or sampling='distance_only'")
+            raise ValueError("pvd: the class frequencies are uniform (e.g. a placeholder), so f_class would be "
+                             f"constant and sampling={sampling!r} silently distance-only; use the training split's "
+                             "frequencies (the trainer counts them from the label files) or sampling='distance_only'")
         self.class_frequency = None if frequency is None else [float(f) for f in torch.as_tensor(frequency).tolist()]
         self.register_buffer("rarity", rarity, persistent=False)
 

@@ -179,7 +179,11 @@ class Trainer:
         if cls.needs_class_frequency and "class_frequency" not in options:  # counted once per root, cached
             from harness.data.class_frequency import training_class_frequency
 
+            if not self.info.is_main:  # rank 0 counts (and caches) first, the other ranks then read its cache
+                barrier(self.info)
             counted = training_class_frequency(self.train_set.reader, self.cfg.data.dataset)
+            if self.info.is_main:
+                barrier(self.info)
             frequency = torch.tensor(counted.frequency, dtype=torch.float32)
         context = DistillContext(backbone=self.cfg.model.backbone, num_classes=self.label_map.num_classes,
                                  student_channels=widths["student"], teacher_channels=widths["teacher"],

@@ -213,8 +213,11 @@ def test_m2skd_instance_affinity_is_summed_over_classes_like_the_authors():
     """Default: per hard class the mean over its instance groups, summed over classes. Fails when the
     affinity is doubled, or falls back to the plain mean over groups (about 1/classes of the authors' scale)."""
     batch, zs, zt, d = _affinity_case()
-    run = lambda **o: M2SKD(CTX, components=["affinity"], **o)(m2skd_taps(t32(zs, True)), m2skd_taps(t32(zt)),  # noqa: E731
-                                                                batch)["affinity"].item()
+
+    def run(**options) -> float:
+        distiller = M2SKD(CTX, components=["affinity"], **options)
+        return distiller(m2skd_taps(t32(zs, True)), m2skd_taps(t32(zt)), batch)["affinity"].item()
+
     assert run() == pytest.approx((d["person1"] + d["person2"]) / 2 + d["bicycle1"], rel=1e-5)
     assert run(affinity_reduction="group_mean") == pytest.approx((d["person1"] + d["person2"] + d["bicycle1"]) / 3,
                                                                  rel=1e-5)

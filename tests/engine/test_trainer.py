@@ -78,7 +78,8 @@ def test_distilled_run_through_hooks(tiny_kitti, tmp_path, teacher_run):
     DISTILLERS.register("test_mse", PlaceholderMSE)
     PlaceholderMSE.calls, PlaceholderMSE.nan_after = 0, None
     trainer, metrics = train("minkunet_student", tiny_kitti, tmp_path, "kd", train__max_steps_per_epoch=2,
-                             distill__method="test_mse", distill__coefficients__mse=1.0, distill__teacher_run=str(teacher_run))
+                             distill__method="test_mse", distill__coefficients__mse=1.0,
+                             distill__teacher_run=str(teacher_run))
     assert PlaceholderMSE.calls == 2
     assert not any(p.requires_grad for p in trainer.teacher.parameters()) and not trainer.teacher.training
     log = [json.loads(line) for line in (trainer.store.path / "train_log.jsonl").read_text().splitlines()]
