@@ -62,9 +62,9 @@ def render(plan: Plan, echo=print) -> list[Path]:
     demo = plan.profile.is_demo
     written: list[Path] = []
     for exp in plan.experiments:
-        models = build_tables(exp, results, ref, plan.profile.output_root, demo=demo)
+        models = build_tables(exp, results, ref, plan.profile.output_root, demo=demo, profile=plan.profile.name)
         written += write_tables(models, plan.profile.tables_dir)
-        written += write_figures(exp, results, plan.profile.figures_dir, demo=demo, ref=ref)
+        written += write_figures(exp, results, plan.profile.figures_dir, demo=demo, ref=ref, profile=plan.profile.name)
     return written
 
 
