@@ -151,6 +151,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     # the profile asked for, else the one `reproduce` would pick (never whichever store happens to hold runs:
     # falling back to the demo store would answer "not applicable" for a missing paper reproduction)
     profile, why = resolve_profile(args.profile, experiments)
+    committed_root = profile.output_root
+    if getattr(args, "store", None):
+        import dataclasses
+
+        if not Path(args.store).is_dir():
+            raise InputError(args.store, "run store not found", "pass the folder that reproduce wrote its runs into")
+        profile = dataclasses.replace(profile, output_root=str(args.store))
+    from harness.report.regression import REGRESSION_PROFILES
+
+    for flag in ("write_expected", "store"):
+        if getattr(args, flag, None) and profile.name not in REGRESSION_PROFILES:
+            raise InputError(f"--{flag.replace('_', '-')}", f"profile {profile.name} has no committed regression baseline",
+                             f"use it with --profile {' | '.join(REGRESSION_PROFILES)}")
+    if profile.name in REGRESSION_PROFILES:
+        return _check_regression(args, experiments, profile, why, committed_root)
     plan = build_plan(experiments, profile, discover_seeds=True)
     print(_header("check", experiments, profile, why))
     message = not_applicable_message(profile.name, why)
@@ -161,6 +176,29 @@ def cmd_check(args: argparse.Namespace) -> int:
                      profile=profile.name, allow_missing=args.allow_missing)
     print(format_report(report))
     return report.exit_code
+
+
+def _check_regression(args: argparse.Namespace, experiments: list[Experiment], profile: Profile, why: str,
+                      committed_root: str) -> int:
+    """The profile's own regression check against its committed expected values (harness/report/regression.py);
+    ``--write-expected`` writes them from the finished run store instead. The expected values live next to the
+    committed store (``results/<profile>/expected.json``) whatever ``--store`` points at."""
+    from harness.report.collect import collect
+    from harness.report.regression import EXPECTED_NAME, compare_expected, format_drifts, read_expected, write_expected
+
+    path = Path(committed_root).parent / EXPECTED_NAME
+    plan = build_plan(experiments, profile, discover_seeds=True)
+    print(_header("check", experiments, profile, why))
+    results = collect(plan)
+    if args.write_expected:
+        written = write_expected(plan, results, path)
+        print(f"wrote {written}: the expected values of {len(read_expected(written)['runs'])} run(s), "
+              f"seeds {plan.seeds}, from {profile.output_root}")
+        return 0
+    report, code = format_drifts(compare_expected(plan, results, read_expected(path)), path, profile.output_root,
+                                 args.allow_missing)
+    print(report)
+    return code
 
 
 def add_subcommands(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
@@ -191,4 +229,9 @@ def add_subcommands(sub) -> None:  # noqa: ANN001 - argparse's private subparser
                      "dataset roots are set, else demo, which is not applicable)")
     chk.add_argument("--allow-missing", action="store_true",
                      help="missing runs do not fail the check (stale and other-profile runs still do)")
+    chk.add_argument("--write-expected", action="store_true",
+                     help="cpu-bench: write results/cpu-bench/expected.json (the regression baseline) from the finished "
+                          "run store instead of checking against it")
+    chk.add_argument("--store", help="cpu-bench: check this run store (a re-run elsewhere) instead of the profile's "
+                     "output_root")
     chk.set_defaults(func=cmd_check)
