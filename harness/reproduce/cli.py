@@ -84,15 +84,23 @@ def _check_roots(plan: Plan) -> None:
             raise InputError(path, f"{ds} root does not exist", "point the environment variable at the dataset root")
 
 
+def seed_count(asked: int | None, profile: Profile) -> int:
+    """Seeds 0..N-1 per run: ``--seeds N`` if given, else the profile's ``seeds:`` (cpu-bench: >= 3 for the paired
+    tests of harness/report/effects.py), else 1."""
+    n = asked if asked is not None else (getattr(profile, "seeds", None) or 1)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        where = "--seeds" if asked is not None else f"{profile.path}: seeds"
+        raise InputError(where, f"{n!r} is not a seed count", "ask for at least one seed (an integer >= 1)")
+    return n
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from harness.reproduce.execute import ensure_gitignored, execute, generate_data, store_lock
 
     t0 = time.monotonic()
     experiments = _experiments([args.table])
     profile, why = resolve_profile(args.profile, experiments)
-    if args.seeds < 1:
-        raise InputError("--seeds", f"{args.seeds}", "ask for at least one seed")
-    plan = build_plan(experiments, profile, seeds=range(args.seeds))
+    plan = build_plan(experiments, profile, seeds=range(seed_count(args.seeds, profile)))
     print(_header("reproduce", experiments, profile, why))
     print(format_plan(plan))
     if args.dry_run:
@@ -207,7 +215,9 @@ def add_subcommands(sub) -> None:  # noqa: ANN001 - argparse's private subparser
                                      "train the rest, then write results/tables and results/figures.")
     rep.add_argument("table", help=f"experiment: {', '.join(available(EXPERIMENT_DIR))} (or all)")
     rep.add_argument("--profile", help="paper | demo (default: paper when the dataset roots are set, else demo)")
-    rep.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per run (students of seed k use teacher seed k)")
+    rep.add_argument("--seeds", type=int, default=None,
+                     help="seeds 0..N-1 per run (students of seed k use teacher seed k); default: the profile's "
+                          "seeds: (cpu-bench), else 1")
     rep.add_argument("--gpus", type=int, default=1, help="GPUs per run; > 1 launches each run with torchrun")
     rep.add_argument("--jobs", type=int, help="runs trained at once (default: the profile's; 2 for the CPU demo)")
     rep.add_argument("--device", help="cpu | cuda (default: the profile's, else cuda when available)")

@@ -118,3 +118,38 @@ def test_changed_settings_are_not_compared_as_a_rerun(bench, tmp_path, capsys):
 
 def test_other_profiles_refuse_write_expected(paper_profile):
     assert main(["check", "--table", "table1", "--profile", str(paper_profile), "--write-expected"]) == 2
+
+
+def test_seed_count_from_the_flag_then_the_profile(bench):
+    from harness.errors import InputError
+    from harness.reproduce.cli import seed_count
+
+    prof = load_profile(bench)
+    assert seed_count(None, prof) == 1                   # no seeds: key (yet): one seed
+    assert seed_count(2, prof) == 2
+    object.__setattr__(prof, "seeds", 3)                 # what a profile's `seeds: 3` sets
+    assert seed_count(None, prof) == 3 and seed_count(1, prof) == 1
+    for bad in (0, -1):
+        with pytest.raises(InputError):
+            seed_count(bad, prof)
+    object.__setattr__(prof, "seeds", "3")
+    with pytest.raises(InputError, match="seeds"):
+        seed_count(None, prof)
+
+
+def test_reproduce_dry_run_plans_the_profile_seeds(bench, capsys, monkeypatch):
+    import harness.reproduce.cli as cli
+
+    real = cli.load_profile
+
+    def with_seeds(name, directory=None):
+        prof = real(name, directory)
+        object.__setattr__(prof, "seeds", 3)
+        return prof
+
+    monkeypatch.setattr(cli, "load_profile", with_seeds)
+    assert main(["reproduce", "table1", "--profile", str(bench), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "48 runs:" in out                              # 16 runs x seeds 0, 1, 2
+    assert main(["reproduce", "table1", "--profile", str(bench), "--dry-run", "--seeds", "1"]) == 0
+    assert "16 runs:" in capsys.readouterr().out
