@@ -68,6 +68,43 @@ def render(plan: Plan, echo=print) -> list[Path]:
     return written
 
 
+def real_eval_step(plan: Plan, echo=print) -> list[Path]:
+    """Profiles with a regression baseline (cpu-bench): score their teachers on the real labelled scans
+    (harness/report/real_eval.py) unless the written result already covers them; skipped with the reason printed."""
+    from harness.report.real_eval import evaluate_real, up_to_date, write_real
+    from harness.report.regression import REGRESSION_PROFILES
+
+    if plan.profile.name not in REGRESSION_PROFILES:
+        return []
+    if up_to_date(plan):
+        echo(f"[real-eval] up to date: {plan.profile.tables_dir}/real_scans.json")
+        return []
+    try:
+        result = evaluate_real(plan, echo=echo)
+    except InputError as err:
+        echo(f"[real-eval] skipped: {err}")
+        return []
+    return write_real(plan, result) if result is not None and result["teachers"] else []
+
+
+def cmd_real_eval(args: argparse.Namespace) -> int:
+    from harness.report.real_eval import evaluate_real, write_real
+
+    experiments = _experiments(args.table or ["table1"])
+    profile, why = resolve_profile(args.profile, experiments)
+    plan = build_plan(experiments, profile, discover_seeds=True)
+    print(_header("real-eval", experiments, profile, why))
+    root = Path(args.real) if args.real else None
+    if root is not None and not root.is_dir():
+        raise InputError(root, "real data folder not found", "pass the folder holding semantickitti/ (or set PVKD_REAL_DATA)")
+    result = evaluate_real(plan, root, crop=args.crop)
+    if result is None or not result["teachers"]:
+        return 0
+    for path in write_real(plan, result):
+        print(f"  wrote {path}")
+    return 0
+
+
 def _check_roots(plan: Plan) -> None:
     from harness.config.load import expand_env
 
@@ -119,6 +156,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             return 130
     written = render(plan)
+    written += real_eval_step(plan)
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
@@ -245,3 +283,12 @@ def add_subcommands(sub) -> None:  # noqa: ANN001 - argparse's private subparser
     chk.add_argument("--store", help="cpu-bench: check this run store (a re-run elsewhere) instead of the profile's "
                      "output_root")
     chk.set_defaults(func=cmd_check)
+
+    real = sub.add_parser("real-eval", help="score a profile's teachers (trained on generated data) on the real labelled "
+                          "SemanticKITTI scans in $PVKD_REAL_DATA; skipped with the reason when they are absent")
+    real.add_argument("--table", action="append", help="experiment (repeatable; default: table1)")
+    real.add_argument("--profile", default="cpu-bench", help="profile whose teachers to score (default: cpu-bench)")
+    real.add_argument("--crop", default="train", choices=["train", "full"],
+                      help="train: the nearest data.max_points points, as in training (default); full: the whole scan")
+    real.add_argument("--real", help="folder holding semantickitti/ (default: $PVKD_REAL_DATA, else ../shared/data/real)")
+    real.set_defaults(func=cmd_real_eval)
