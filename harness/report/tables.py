@@ -411,8 +411,8 @@ def to_markdown(t: TableModel) -> str:
         lines += [f"> **{t.banner}.** Generated data and minute-long schedules: these numbers only show that the "
                   "pipeline runs end to end.", ""]
     elif t.banner:
-        lines += [f"> **{t.banner}.** They measure what each method does at CPU scale on the harness's generated "
-                  "scans; they are never the paper's numbers.", ""]
+        lines += [f"> **{t.banner}.** These numbers measure what each method does at CPU scale on the harness's "
+                  "generated scans; they are never the paper's.", ""]
     header = [_escape_md(c.md) for c in t.columns]
     aligns = [":---" if a in "l" else (":---:" if a == "c" else "---:") for a in t.align]
     lines.append("| " + " | ".join(header) + " |")
