@@ -317,22 +317,29 @@ def per_class_tables(exp: Experiment, results: list[RunResult], ref: Reference, 
             def ours(c, summ=summ):
                 return summ.iou_mean.get(c) if summ else None
 
+            def ours_cell(c, summ=summ):  # mean ± sample std over seeds
+                if summ is None:
+                    return num(None)
+                vals = [v for v in [summ.iou_mean.get(c)] if v is not None]
+                return mean_std(vals[0] if vals else None, summ.iou_std.get(c), summ.n)
+
             if paper_iou:
                 def paper(c, p=paper_iou):
                     return p[f"iou.{c}"].value if f"iou.{c}" in p else None
 
                 columns += [text(f"{spec.label} (paper)"), text(f"{spec.label} (ours)"), text("Δ")]
-                getters += [("num", paper), ("num", ours), ("delta", lambda c, o=ours, p=paper: diff(o(c), p(c)))]
+                getters += [("num", paper), ("cell", ours_cell), ("delta", lambda c, o=ours, p=paper: diff(o(c), p(c)))]
             else:
                 columns.append(text(spec.label))
-                getters.append(("num", ours))
+                getters.append(("cell", ours_cell))
         if not getters:
             continue
         highlight = set(exp.highlight_classes)
-        rows = [[bold(c) if c in highlight else text(c)] + [delta(get(c)) if kind == "delta" else num(get(c)) for kind, get in getters]
+        render = {"delta": delta, "num": num, "cell": lambda cell: cell}
+        rows = [[bold(c) if c in highlight else text(c)] + [render[kind](get(c)) for kind, get in getters]
                 for c in classes]
-        notes = ["IoU per class in %, mean over seeds (SemanticKITTI convention: a class absent from the evaluated "
-                 "scans scores 0; nuScenes: no IoU, shown as —)."]
+        notes = ["IoU per class in %, mean over seeds, ± sample std with ≥ 2 seeds (SemanticKITTI convention: a class "
+                 "absent from the evaluated scans scores 0; nuScenes: no IoU, shown as —)."]
         if highlight:
             notes.append(f"Bold: {', '.join(c for c in classes if c in highlight)} (highlighted by the experiment).")
         if any(kind == "delta" for kind, _ in getters):
@@ -363,10 +370,11 @@ def per_distance_tables(exp: Experiment, results: list[RunResult], demo: bool | 
         if not bins:
             continue
         columns = [text("Distance")] + [text(label) for label, _ in series]
-        rows = [[text(b)] + [num(dict(summ.per_distance_mean).get(b)) for _, summ in series] for b in bins]
+        rows = [[text(b)] + [mean_std(dict(summ.per_distance_mean).get(b), dict(summ.per_distance_std).get(b),
+                                      summ.n) for _, summ in series] for b in bins]
         gname = exp.groups.get(group, group)
-        notes = ["mIoU in % per distance bin (harness bins, 3-D range from the sensor), mean over seeds. "
-                 "— = no data: no evaluated point in that bin (never scored 0)."]
+        notes = ["mIoU in % per distance bin (harness bins, 3-D range from the sensor), mean over the seeds with data "
+                 "in the bin, ± sample std with ≥ 2 of them. — = no data: no evaluated point in that bin (never 0)."]
         out.append(TableModel(f"{exp.table}_{group}_per_distance" if group else f"{exp.table}_per_distance",
                               f"{exp.title} — {gname + ': ' if gname else ''}mIoU per distance", columns, rows,
                               "l" + "r" * len(series), [0], notes, DEMO_BANNER if _demo(results, demo) else None))

@@ -84,7 +84,7 @@ def test_per_distance_table_and_figure_show_no_data(paper_profile, monkeypatch, 
         _set(d, per_distance=_bins(near, mid, None))     # 20-30 m: no point in either seed
     md = to_markdown(next(m for m in build_tables(plan.experiments[0], collect(plan), load_reference(),
                                                   plan.profile.output_root) if m.name == "table1_spvcnn_per_distance"))
-    assert md_cells(md, "0-10m")[1] == "65.0"          # mean of 60 and 70
+    assert md_cells(md, "0-10m")[1] == "65.0 ± 7.1"    # mean and sample std of 60 and 70
     assert md_cells(md, "10-20m")[1] == "40.0"         # the seed with data only
     assert md_cells(md, "20-30m")[1] == "—"            # never 0.0
     captured = []
@@ -142,6 +142,8 @@ def test_vs_student_tables_for_a_generated_profile(bench_profile):
     assert md_cells(md, "SPVNAS_0.5× (plain student)", 1)[2] == "51.0 ± 1.0"
     assert md_cells(md, "+ CD", 1)[2:5] == ["—", "0", "—"]            # not run
     assert "paired t-test" in md and "p < 0.05" in md
+    plain = to_markdown(models["table1_spvcnn_per_class"])              # per-class IoU: mean ± sample std
+    assert md_cells(plain, "car")[md_cells(plain, "Class").index("SPVNAS_0.5×")] == "31.0 ± 1.0"
     pc = to_markdown(models["table1_spvcnn_per_class_vs_student"])
     header = md_cells(pc, "Class")
     car = md_cells(pc, "car")
