@@ -126,11 +126,15 @@ def vs_student_table(exp: Experiment, results: list[RunResult], banner: str | No
             rows.append([gcell, text(spec.label), cell, n, delta(p.mean), num(p.std), _p_cell(p), _beyond_cell(p)])
     if not rows:
         return None
+    few = sorted({spec.label for spec in exp.runs if (exp.table, spec.id) in s and s[(exp.table, spec.id)].n < 3})
     notes = ["mIoU in %, mean ± sample std over seeds. Δ vs student = mean over seeds of (run − plain student of the "
              "same group and seed), mIoU points; σ(Δ) = sample std of those per-seed differences; the teacher row "
              "shows the room distillation has.",
              RULE,
              "Generated data: these numbers are not the paper's and are not compared with it."]
+    if few:
+        notes.append(f"Fewer than 3 seeds for {', '.join(few)}: too few for the paired test to separate a gain of a "
+                     "few points from seed noise (reproduce --seeds 3).")
     return TableModel(f"{exp.table}_vs_student", f"{exp.title} — against the plain student", columns, rows,
                       "llrrrrrc", starts, notes, banner)
 

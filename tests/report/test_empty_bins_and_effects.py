@@ -141,7 +141,7 @@ def test_vs_student_tables_for_a_generated_profile(bench_profile):
     assert md_cells(md, "SPVNAS", 1)[4] == "+20.0"                    # the teacher's room over the student
     assert md_cells(md, "SPVNAS_0.5× (plain student)", 1)[2] == "51.0 ± 1.0"
     assert md_cells(md, "+ CD", 1)[2:5] == ["—", "0", "—"]            # not run
-    assert "paired t-test" in md and "p < 0.05" in md
+    assert "paired t-test" in md and "p < 0.05" in md and "Fewer than 3 seeds" not in md
     plain = to_markdown(models["table1_spvcnn_per_class"])              # per-class IoU: mean ± sample std
     assert md_cells(plain, "car")[md_cells(plain, "Class").index("SPVNAS_0.5×")] == "31.0 ± 1.0"
     pc = to_markdown(models["table1_spvcnn_per_class_vs_student"])
@@ -171,6 +171,13 @@ def test_generated_profile_writes_the_heatmap(bench_profile, tmp_path):
             fabricate(plan.lookup("table1", run_id, seed), 0.5 + 0.01 * seed + (0.05 if run_id.endswith("pvd") else 0),
                       profile="demo")
     files = figures.write_figures(plan.experiments[0], collect(plan), tmp_path / "fig", profile="cpu-bench")
+    one_seed = [r for r in collect(plan) if r.seed == 0]
+    md = to_markdown(next(m for m in build_tables(plan.experiments[0], one_seed, load_reference(),
+                                                  plan.profile.output_root, profile="cpu-bench")
+                          if m.name == "table1_vs_student"))
+    pvd = [ln for ln in md.splitlines() if "| + PVD |" in ln][-1]               # the MinkowskiNet block
+    assert [c.strip() for c in pvd.strip("|").split("|")][4:8] == ["+5.0", "—", "—", "n/a"]
+    assert "Fewer than 3 seeds for" in md
     names = sorted(p.name for p in files)
     assert "table1_minkunet_per_class_vs_student.png" in names and "table1_minkunet_per_class_vs_student.pdf" in names
     png = tmp_path / "fig" / "table1_minkunet_per_class_vs_student.png"
