@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from harness.report.reference import load_reference
 from harness.report.tables import build_tables, to_latex, to_markdown
 
 from .conftest import fabricate, write_profile
+from .test_tables_check_figures import check_latex
 
 
 def md_cells(md: str, first: str, col: int = 0) -> list[str]:
@@ -118,7 +121,7 @@ def test_plain_student_is_found_from_the_teacher_links():
     assert plain_student(t3, "").id == "none"
 
 
-def test_vs_student_tables_for_a_generated_profile(bench_profile):
+def test_vs_student_tables_for_a_generated_profile(bench_profile, tmp_path):
     plan = build_plan([load_experiment("table1")], load_profile(bench_profile), seeds=[0, 1, 2])
     values = {"spvcnn/teacher": [0.70, 0.72, 0.71], "spvcnn/student": [0.50, 0.52, 0.51],
               "spvcnn/pvd": [0.55, 0.56, 0.57], "spvcnn/kd": [0.51, 0.50, 0.53]}
@@ -151,7 +154,18 @@ def test_vs_student_tables_for_a_generated_profile(bench_profile):
     road = md_cells(pc, "road")                                       # fabricate: road = mIoU − 1 in every run
     assert road[header.index("+ PVD")] == "+5.0*" and road[header.index("+ KD")] == "+0.3"
     tex = to_latex(models["table1_vs_student"])
-    assert tex.isascii() and r"\toprule" in tex and "$+5.0$" in tex
+    assert "$+5.0$" in tex
+    check_latex(tex, n_cols=8, n_rows=16, n_groups=2)                 # both groups, a \midrule between them
+    pc_tex = to_latex(models["table1_spvcnn_per_class_vs_student"])
+    check_latex(pc_tex, n_cols=4, n_rows=19, n_groups=1)              # Class + teacher, KD, PVD
+    engine = shutil.which("pdflatex")
+    if engine is not None:
+        doc = tmp_path / "t.tex"
+        doc.write_text("\\documentclass{article}\n\\usepackage[margin=1cm,landscape]{geometry}\n\\usepackage{booktabs}\n"
+                       "\\begin{document}\n" + tex + "\n" + pc_tex + "\n\\end{document}\n")
+        proc = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout[-2000:]
     cds = class_deltas(plan.experiments[0], collect(plan))
     assert [c.group for c in cds] == ["spvcnn"] and cds[0].delta.shape == (3, 19)   # teacher, KD, PVD × classes
 
