@@ -148,6 +148,13 @@ class ClassDeltas:
     classes: list[str]
     delta: np.ndarray           # (runs, classes), NaN where no paired seed
     beyond: np.ndarray          # (runs, classes) bool
+    teacher: list[bool]         # per run: a teacher (the room above the student), not a method
+
+    def methods(self) -> "ClassDeltas":
+        """The rows of the distilled runs only (the heatmap's method × class grid)."""
+        keep = [i for i, t in enumerate(self.teacher) if not t]
+        return ClassDeltas(self.group, [self.labels[i] for i in keep], self.classes, self.delta[keep], self.beyond[keep],
+                           [False] * len(keep))
 
 
 def class_deltas(exp: Experiment, results: list[RunResult]) -> list[ClassDeltas]:
@@ -160,7 +167,8 @@ def class_deltas(exp: Experiment, results: list[RunResult]) -> list[ClassDeltas]
         if not base_runs:
             continue
         classes = list(base_runs[0].iou)
-        labels, deltas, beyond = [], [], []
+        labels, deltas, beyond, teacher = [], [], [], []
+        teachers = {r.teacher for r in exp.runs if r.teacher}
         for spec in [r for r in exp.runs if r.group == group and r.id != student.id]:
             runs = _by_seed(results, exp.table, spec.id)
             if not runs:
@@ -173,8 +181,10 @@ def class_deltas(exp: Experiment, results: list[RunResult]) -> list[ClassDeltas]
             labels.append(spec.label)
             deltas.append(row_d)
             beyond.append(row_b)
+            teacher.append(spec.id in teachers)
         if labels:
-            out.append(ClassDeltas(group, labels, classes, np.array(deltas, dtype=np.float64), np.array(beyond, dtype=bool)))
+            out.append(ClassDeltas(group, labels, classes, np.array(deltas, dtype=np.float64), np.array(beyond, dtype=bool),
+                                   teacher))
     return out
 
 

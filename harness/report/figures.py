@@ -133,7 +133,7 @@ def per_distance_figure(exp: Experiment, group: str, series: list, out_dir: Path
 
 
 def per_class_delta_figure(exp: Experiment, cd, out_dir: Path, banner: "bool | str") -> list[Path]:
-    """Heatmap, runs × classes, of Δ IoU against the plain student (points; diverging colours centred on 0,
+    """Heatmap, distilled runs × classes, of Δ IoU against the plain student (points; diverging colours centred on 0,
     symmetric range); each cell is annotated with its value, ``*`` where the paired test says beyond seed noise,
     "—" where no seed is paired."""
     import math
@@ -146,12 +146,13 @@ def per_class_delta_figure(exp: Experiment, cd, out_dir: Path, banner: "bool | s
     d = cd.delta
     finite = np.abs(d[np.isfinite(d)])
     lim = max(1.0, float(finite.max())) if finite.size else 1.0
+    fmt = "{:+.1f}" if lim < 10 else "{:+.0f}"
     fig, ax = plt.subplots(figsize=(max(8.0, 0.62 * len(cd.classes) + 3), 0.45 * len(cd.labels) + 2.2))
     img = ax.imshow(np.ma.masked_invalid(d), cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
     for i in range(d.shape[0]):
         for j in range(d.shape[1]):
             v = d[i, j]
-            label = "—" if math.isnan(v) else f"{v:+.0f}" + ("*" if cd.beyond[i, j] else "")
+            label = "—" if math.isnan(v) else fmt.format(v) + ("*" if cd.beyond[i, j] else "")
             ax.text(j, i, label, ha="center", va="center", fontsize=7,
                     color="white" if (not math.isnan(v) and abs(v) > 0.6 * lim) else "black")
     ax.set_xticks(range(len(cd.classes)))
@@ -185,5 +186,7 @@ def write_figures(exp: Experiment, results: list[RunResult], out_dir: str | Path
         from harness.report.effects import class_deltas
 
         for cd in class_deltas(exp, results):
-            written += per_class_delta_figure(exp, cd, out, is_demo)
+            methods = cd.methods()  # the teacher's row (its room over the student) stays in the table only
+            if methods.labels:
+                written += per_class_delta_figure(exp, methods, out, is_demo)
     return written

@@ -168,6 +168,7 @@ def test_vs_student_tables_for_a_generated_profile(bench_profile, tmp_path):
         assert proc.returncode == 0, proc.stdout[-2000:]
     cds = class_deltas(plan.experiments[0], collect(plan))
     assert [c.group for c in cds] == ["spvcnn"] and cds[0].delta.shape == (3, 19)   # teacher, KD, PVD × classes
+    assert cds[0].teacher == [True, False, False] and cds[0].methods().labels == ["+ KD", "+ PVD"]  # heatmap rows
 
 
 def test_paper_profile_tables_have_no_effects_tables(paper_profile):
