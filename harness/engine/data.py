@@ -43,6 +43,16 @@ def build_reader(cfg: RunConfig, split: str):
     return NuScenesLidarSeg(root, cfg.data.version, split)
 
 
+def nearest_points(points: np.ndarray, labels: np.ndarray | None, max_points: int) -> np.ndarray:
+    """Indices (sorted, scan order) of the ``max_points`` points nearest the sensor (3-D range), labelled points
+    ranked before ignored ones (label 0). points: (N, >=3) metres; labels: (N,) learning ids or None."""
+    rank_key = np.linalg.norm(points[:, :3], axis=1)
+    if labels is not None:
+        rank_key = rank_key.copy()
+        rank_key[labels == 0] += 1e6  # ignored points only after every labelled one
+    return np.sort(np.argsort(rank_key, kind="stable")[:max_points])
+
+
 class VoxelScanDataset(Dataset):
     """Item ``i``: (VoxelizedScan, point labels, points) of scan ``i``, augmented in training."""
 
@@ -79,10 +89,8 @@ class VoxelScanDataset(Dataset):
         if self.max_points is None or num_original <= self.max_points:
             return points, labels, num_original, instance
         rng = np.linalg.norm(points[:, :3], axis=1)
-        rank_key = rng[:num_original].copy()
-        if labels is not None:
-            rank_key[labels[:num_original] == 0] += 1e6  # ignored points only after every labelled one
-        keep = np.sort(np.argsort(rank_key, kind="stable")[: self.max_points])
+        keep = nearest_points(points[:num_original], labels[:num_original] if labels is not None else None,
+                              self.max_points)
         radius = rng[keep].max()
         extra = num_original + np.flatnonzero(rng[num_original:] <= radius)
         keep = np.concatenate([keep, extra])

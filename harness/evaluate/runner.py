@@ -72,17 +72,29 @@ class Accumulator:
                 # NaN where a class has neither GT nor prediction in the bin, for the nanmean variant
                 union_empty = (np.delete(conf.sum(axis=1), 0) + np.delete(conf.sum(axis=0), 0)) == 0
                 iou_nan = np.where(union_empty, np.nan, iou)
+                evaluated = evaluated_points(conf)
                 rows.append({
                     "bin": label, "lo_m": lo, "hi_m": None if not np.isfinite(hi) else hi,
                     "num_points": int(conf.sum()),
-                    "miou": mean_iou(iou, self.convention),
-                    "miou_nanmean": mean_iou(iou_nan, "nuscenes"),
+                    "num_evaluated": evaluated,
+                    # "no data" (JSON null), never 0: a bin without an evaluated point has no score
+                    "miou": mean_iou(iou, self.convention) if evaluated else None,
+                    "miou_nanmean": mean_iou(iou_nan, "nuscenes") if evaluated else None,
                     "iou_per_class": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names[1:], iou_nan)},
                     "gt_points_per_class": {n: int(v) for n, v in zip(names[1:], gt_counts)},
                 })
             out["per_distance"][mode] = {"open_intervals": bins.open_intervals, "range": bins.range_kind, "bins": rows}
         out["confusion_matrix"] = {"layout": "counts[gt][pred]", "class_names": list(names), "counts": self.counts.tolist()}
         return out
+
+
+def evaluated_points(conf: np.ndarray, ignore: int = 0) -> int:
+    """Points of a (C, C) ``counts[gt][pred]`` matrix that any convention scores: ground truth not ``ignore``.
+
+    A distance bin with none has no mIoU ("no data": ``None`` in JSON, "—" in tables, a gap in figures). The
+    semantic-kitti-api prints 0 for such a bin (every IoU is 0 / (0 + 1e-15)); that 0 is not a measurement."""
+    conf = np.asarray(conf)
+    return int(conf.sum() - conf[ignore, :].sum())
 
 
 def semantickitti_pairs(root: str | Path, predictions: str | Path, sequences: Iterable[str],
@@ -134,5 +146,5 @@ def format_table(result: dict) -> str:
     lines.append(f"{'accuracy':<22}{100 * result['accuracy']:>8.2f}")
     for mode, block in result["per_distance"].items():
         lines.append(f"per distance ({mode}): " + ", ".join(
-            f"{b['bin']} {100 * b['miou']:.1f}" for b in block["bins"]))
+            f"{b['bin']} " + ("no data" if b["miou"] is None else f"{100 * b['miou']:.1f}") for b in block["bins"]))
     return "\n".join(lines)

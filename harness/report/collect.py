@@ -166,11 +166,19 @@ class Summary:
     all_current: bool
     profiles: set[str]
     released: bool
+    iou_std: dict[str, float | None] = field(default_factory=dict)                  # sample std over seeds
+    per_distance_std: list[tuple[str, float | None]] = field(default_factory=list)  # over the seeds with data
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return float(np.mean(vals)) if vals else None
+
+
+def _std(values: Iterable[float | None]) -> float | None:
+    """Sample std (ddof=1) of the values that exist; None with fewer than two."""
+    vals = [v for v in values if v is not None]
+    return float(np.std(vals, ddof=1)) if len(vals) > 1 else None
 
 
 def summarize(results: list[RunResult]) -> dict[tuple[str, str], Summary]:
@@ -189,5 +197,7 @@ def summarize(results: list[RunResult]) -> dict[tuple[str, str], Summary]:
             iou_mean={c: _mean(r.iou.get(c) for r in rs) for c in classes},
             per_distance_mean=[(b, _mean(dict(r.per_distance).get(b) for r in rs)) for b in bins],
             all_current=all(r.current for r in rs), profiles={r.profile for r in rs},
-            released=all(r.released_checkpoint for r in rs))
+            released=all(r.released_checkpoint for r in rs),
+            iou_std={c: _std(r.iou.get(c) for r in rs) for c in classes},
+            per_distance_std=[(b, _std(dict(r.per_distance).get(b) for r in rs)) for b in bins])
     return out

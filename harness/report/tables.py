@@ -22,6 +22,11 @@ from harness.report.collect import RunResult, Summary, all_runs, summarize
 from harness.report.reference import Reference
 
 DEMO_BANNER = "demo profile — not comparable to the paper"
+
+
+def banner_for(profile: str) -> str:
+    """The banner of a profile on generated data (:data:`harness.report.check.NOT_COMPARED_PROFILES`)."""
+    return DEMO_BANNER if profile == "demo" else f"{profile} profile — generated data, not comparable to the paper"
 DASH_MD, DASH_TEX = "—", "--"
 
 
@@ -312,22 +317,29 @@ def per_class_tables(exp: Experiment, results: list[RunResult], ref: Reference, 
             def ours(c, summ=summ):
                 return summ.iou_mean.get(c) if summ else None
 
+            def ours_cell(c, summ=summ):  # mean ± sample std over seeds
+                if summ is None:
+                    return num(None)
+                vals = [v for v in [summ.iou_mean.get(c)] if v is not None]
+                return mean_std(vals[0] if vals else None, summ.iou_std.get(c), summ.n)
+
             if paper_iou:
                 def paper(c, p=paper_iou):
                     return p[f"iou.{c}"].value if f"iou.{c}" in p else None
 
                 columns += [text(f"{spec.label} (paper)"), text(f"{spec.label} (ours)"), text("Δ")]
-                getters += [("num", paper), ("num", ours), ("delta", lambda c, o=ours, p=paper: diff(o(c), p(c)))]
+                getters += [("num", paper), ("cell", ours_cell), ("delta", lambda c, o=ours, p=paper: diff(o(c), p(c)))]
             else:
                 columns.append(text(spec.label))
-                getters.append(("num", ours))
+                getters.append(("cell", ours_cell))
         if not getters:
             continue
         highlight = set(exp.highlight_classes)
-        rows = [[bold(c) if c in highlight else text(c)] + [delta(get(c)) if kind == "delta" else num(get(c)) for kind, get in getters]
+        render = {"delta": delta, "num": num, "cell": lambda cell: cell}
+        rows = [[bold(c) if c in highlight else text(c)] + [render[kind](get(c)) for kind, get in getters]
                 for c in classes]
-        notes = ["IoU per class in %, mean over seeds (SemanticKITTI convention: a class absent from the evaluated "
-                 "scans scores 0; nuScenes: no IoU, shown as —)."]
+        notes = ["IoU per class in %, mean over seeds, ± sample std with ≥ 2 seeds (SemanticKITTI convention: a class "
+                 "absent from the evaluated scans scores 0; nuScenes: no IoU, shown as —)."]
         if highlight:
             notes.append(f"Bold: {', '.join(c for c in classes if c in highlight)} (highlighted by the experiment).")
         if any(kind == "delta" for kind, _ in getters):
@@ -340,12 +352,60 @@ def per_class_tables(exp: Experiment, results: list[RunResult], ref: Reference, 
     return out
 
 
+def per_distance_tables(exp: Experiment, results: list[RunResult], demo: bool | None = None) -> list[TableModel]:
+    """Distance bins as rows, one column per run (mIoU %, mean over the seeds that have points in the bin); a bin
+    without an evaluated point is "no data" (—), never 0."""
+    s = summarize([r for r in results if r.table == exp.table])
+    groups: list[str] = []
+    for spec in exp.runs:
+        if spec.group not in groups:
+            groups.append(spec.group)
+    out = []
+    for group in groups:
+        series = [(spec.label, s[(exp.table, spec.id)]) for spec in exp.runs
+                  if spec.group == group and (exp.table, spec.id) in s]
+        bins: list[str] = []
+        for _, summ in series:
+            bins += [b for b, _ in summ.per_distance_mean if b not in bins]
+        if not bins:
+            continue
+        columns = [text("Distance")] + [text(label) for label, _ in series]
+        rows = [[text(b)] + [mean_std(dict(summ.per_distance_mean).get(b), dict(summ.per_distance_std).get(b),
+                                      summ.n) for _, summ in series] for b in bins]
+        gname = exp.groups.get(group, group)
+        notes = ["mIoU in % per distance bin (harness bins, 3-D range from the sensor), mean over the seeds with data "
+                 "in the bin, ± sample std with ≥ 2 of them. — = no data: no evaluated point in that bin (never 0)."]
+        out.append(TableModel(f"{exp.table}_{group}_per_distance" if group else f"{exp.table}_per_distance",
+                              f"{exp.title} — {gname + ': ' if gname else ''}mIoU per distance", columns, rows,
+                              "l" + "r" * len(series), [0], notes, DEMO_BANNER if _demo(results, demo) else None))
+    return out
+
+
 def build_tables(exp: Experiment, results: list[RunResult], ref: Reference, output_root: str | Path,
-                 demo: bool | None = None) -> list[TableModel]:
+                 demo: bool | None = None, profile: str | None = None) -> list[TableModel]:
+    """Every table of one experiment. ``profile``: the plan's profile; for a profile on generated data
+    (never compared with the paper) every table carries its banner and the effects tables against the plain
+    student are added (:mod:`harness.report.effects`)."""
+    from harness.report.check import NOT_COMPARED_PROFILES
+
+    generated = profile in NOT_COMPARED_PROFILES
+    if generated:
+        demo = True
     if exp.kind == "coefficient_table":
-        return [coefficient_table(exp, ref, output_root, demo)]
-    main = {"methods": methods_table, "coefficients": coefficients_table, "components": components_table}[exp.kind]
-    return [main(exp, results, ref, demo)] + per_class_tables(exp, results, ref, demo)
+        models = [coefficient_table(exp, ref, output_root, demo)]
+    else:
+        main = {"methods": methods_table, "coefficients": coefficients_table, "components": components_table}[exp.kind]
+        models = [main(exp, results, ref, demo)] + per_class_tables(exp, results, ref, demo)
+        models += per_distance_tables(exp, results, demo)
+        if generated:
+            from harness.report.effects import per_class_vs_student_tables, vs_student_table
+
+            models += [t for t in [vs_student_table(exp, results)] if t is not None]
+            models += per_class_vs_student_tables(exp, results)
+    if generated:
+        for t in models:
+            t.banner = banner_for(str(profile))
+    return models
 
 
 # ---------------------------------------------------------------------------------------------- renderers
@@ -355,9 +415,12 @@ def _escape_md(s: str) -> str:
 
 def to_markdown(t: TableModel) -> str:
     lines = [f"## {t.title}", ""]
-    if t.banner:
+    if t.banner == DEMO_BANNER:
         lines += [f"> **{t.banner}.** Generated data and minute-long schedules: these numbers only show that the "
                   "pipeline runs end to end.", ""]
+    elif t.banner:
+        lines += [f"> **{t.banner}.** These numbers measure what each method does at CPU scale on the harness's "
+                  "generated scans; they are never the paper's.", ""]
     header = [_escape_md(c.md) for c in t.columns]
     aligns = [":---" if a in "l" else (":---:" if a == "c" else "---:") for a in t.align]
     lines.append("| " + " | ".join(header) + " |")
@@ -381,7 +444,7 @@ def to_latex(t: TableModel) -> str:
     first_data = lines.index(r"\midrule") + 1
     for offset, start in enumerate(sorted(set(t.group_starts) - {0})):
         lines.insert(first_data + start + offset, r"\midrule")
-    head = [f"% {DEMO_BANNER}" if t.banner else "% PVKD reproduction: paper vs ours",
+    head = [f"% {tex_escape(t.banner)}" if t.banner else "% PVKD reproduction: paper vs ours",
             "% generated by `harness tables`; needs only \\usepackage{booktabs}"]
     head += [f"% {tex_escape(n)}" for n in t.notes]
     return "\n".join(head + lines) + "\n"

@@ -107,7 +107,8 @@ def test_latex_structure_booktabs_and_compiles_when_possible(paper_profile, tmp_
     tex = to_latex(models[0])
     check_latex(tex, n_cols=9, n_rows=16, n_groups=2)
     assert r"$+0.2$" in tex and r"SPVNAS\_0.5$\times$" in tex and r"$|\Delta| > 2\sigma$" in tex
-    assert [m.name for m in models] == ["table1", "table1_spvcnn_per_class", "table1_minkunet_per_class"]
+    assert [m.name for m in models] == ["table1", "table1_spvcnn_per_class", "table1_minkunet_per_class",
+                                        "table1_spvcnn_per_distance", "table1_minkunet_per_distance"]
     per_class = to_latex(models[1])
     check_latex(per_class, n_cols=9, n_rows=19, n_groups=1)
     others = []
@@ -156,7 +157,7 @@ def test_main_per_class_against_the_nuscenes_rows(paper_profile, tmp_path):
     md = to_markdown(models[0])
     assert md_row(md, "+ PVD")[2:5] == ["66.4", "—", "—"] and "71.2" in md  # test-set number: reference only
     # no SemanticKITTI run and no paper per-class row there: only the nuScenes per-class table
-    assert [m.name for m in models] == ["main", "main_nuscenes_per_class"]
+    assert [m.name for m in models] == ["main", "main_nuscenes_per_class", "main_nuscenes_per_distance"]
     pc = to_markdown(models[1])
     barrier = md_row(pc, "barrier", group_col=False)
     # columns: Class | teacher (paper) | teacher (ours) | Δ | + PVD (paper) | + PVD (ours) | Δ
@@ -269,7 +270,7 @@ def test_m2skd_table_shows_ours_only_and_bolds_the_hard_classes(paper_profile):
     plan = plan_for("m2skd", paper_profile)
     fabricate_plan(plan, {"fused_teacher": 0.62, "single_scan": 0.60, "m2skd": 0.61})
     models = build_tables(plan.experiments[0], collect(plan), load_reference(), plan.profile.output_root)
-    assert [m.name for m in models] == ["m2skd", "m2skd_per_class"]
+    assert [m.name for m in models] == ["m2skd", "m2skd_per_class", "m2skd_per_distance"]
     per_class_md, per_class_tex = to_markdown(models[1]), to_latex(models[1])
     for hard in ("bicycle", "motorcycle", "truck", "other-vehicle", "person", "bicyclist", "motorcyclist"):
         assert f"| **{hard}** |" in per_class_md and f"\\textbf{{{hard}}}" in per_class_tex
