@@ -78,9 +78,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         sequences = resolve_sequences(args.split, args.sequences or None)
         result = runner.evaluate_semantickitti(args.root, args.predictions, sequences)
     else:
-        from harness.data.nuscenes import evaluate_nuscenes
-
-        result = evaluate_nuscenes(args.root, args.predictions, version=args.version, eval_set=args.split or "val")
+        result = runner.evaluate_nuscenes(args.root, args.predictions, version=args.version, eval_set=args.split or "val")
     print(runner.format_table(result))
     if args.out:
         from harness.io import write_json_atomic
@@ -90,7 +88,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_profile(args: argparse.Namespace) -> int:
+def _cmd_timing(args: argparse.Namespace) -> int:
     if args.what == "data":
         from harness.profiling.data import profile_data
 
@@ -120,7 +118,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
+def _cmd_predict(args: argparse.Namespace) -> int:
     from harness.engine.inference import run_eval
 
     result = run_eval(args.run, args.checkpoint, args.config, args.predictions_out, args.tta, args.split, args.device)
@@ -162,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", help="cpu | cuda (default: cuda when available)")
     tr.set_defaults(func=_cmd_train)
 
-    evl = sub.add_parser("eval", help="evaluate a run and write predictions (SemanticKITTI submission layout)")
+    evl = sub.add_parser("predict", aliases=["eval"],
+                         help="run a trained model on a split: scores + predictions (SemanticKITTI submission layout); "
+                              "'eval' is the old name")
     evl.add_argument("--run", type=Path, help="run folder (config.yaml + checkpoints/last.pt)")
     evl.add_argument("--checkpoint", type=Path)
     evl.add_argument("--config", type=Path)
@@ -170,9 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     evl.add_argument("--predictions-out", type=Path, help="write OUT/sequences/NN/predictions/*.label")
     evl.add_argument("--tta", action="store_true", help="4-flip test-time augmentation")
     evl.add_argument("--device")
-    evl.set_defaults(func=_cmd_eval)
+    evl.set_defaults(func=_cmd_predict)
 
-    prof = sub.add_parser("profile", help="time preprocessing (data) or a backbone (model)")
+    prof = sub.add_parser("timing", aliases=["profile"],
+                          help="time preprocessing (data) or a backbone (model); 'profile' is the old name "
+                               "(a run profile is --profile of reproduce)")
     prof.add_argument("what", choices=["data", "model"])
     prof.add_argument("--backbone", choices=["cylinder3d", "minkunet", "spvcnn"], required=True)
     prof.add_argument("--scan", type=Path, required=True, help="a SemanticKITTI .bin scan")
@@ -186,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--backend", default="auto", choices=CHOICES[("model", "sparse_backend")],
                       help="model: auto|torchref|spconv|minkowski")
     prof.add_argument("--device", default="cpu", help="model: cpu or cuda")
-    prof.set_defaults(func=_cmd_profile)
+    prof.set_defaults(func=_cmd_timing)
 
     # reproduce / tables / check: experiments as data, the run store, reported numbers (harness/reproduce, harness/report)
     from harness.reproduce.cli import add_subcommands

@@ -1,4 +1,4 @@
-"""``harness eval``: evaluate a trained run (or a checkpoint + config) and write predictions.
+"""``harness predict``: evaluate a trained run (or a checkpoint + config) and write predictions.
 
 Predictions go to ``OUT/sequences/NN/predictions/XXXXXX.label`` (SemanticKITTI submission layout,
 raw ids through ``learning_map_inv``) for every scan of the split, on the full scan (the demo

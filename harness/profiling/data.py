@@ -1,4 +1,4 @@
-"""``harness profile data``: time the per-scan preprocessing of a backbone on one scan file."""
+"""``harness timing data``: time the per-scan preprocessing of a backbone on one scan file."""
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
-"""Read finished runs (``metrics.json`` + ``config.yaml`` + ``env.json``) of a plan into tidy records.
+"""Read finished runs (``metrics.json`` + ``config.yaml`` + ``env.json``) into tidy records (the plan that
+lists them is :func:`harness.reproduce.collect.collect`'s business: report takes run records).
 
 Units: every IoU here is in **percent** (metrics.json stores fractions); MACs are **GMACs per scan** (the trainer
 records ``macs_per_scan`` on the first validation scan).
@@ -13,7 +14,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from harness.reproduce.plan import Plan
+from harness.runs.store import SEED_DIR
 
 
 @dataclass
@@ -112,35 +113,11 @@ def read_run(plan_table: str, spec, seed: int, run_dir: Path, expected_hash: str
         per_distance=[(str(b.get("bin")), _pct(b.get("miou"))) for b in bins])
 
 
-def collect(plan: Plan) -> list[RunResult]:
-    """Finished runs of every (experiment, run, seed) in the plan (a shared folder appears once per experiment)."""
-    by_key = plan.by_key()
-    out = []
-    for exp in plan.experiments:
-        for spec in exp.runs:
-            for seed in plan.seeds:
-                key = plan.index.get((exp.table, spec.id, seed))
-                if key is None:
-                    continue
-                run = by_key[key]
-                result = read_run(exp.table, spec, seed, run.run_dir, run.config_hash)
-                if result is not None and not result.current:
-                    from harness.reproduce.plan import inspect_run
-
-                    result.current = inspect_run(run.run_dir, run.config_hash, run.tree)[0] == "done"
-                if result is not None:
-                    result.planned_profile = run.tree.get("profile") if run.tree else None
-                    out.append(result)
-    return out
-
-
 def all_runs(output_root: str | Path) -> list[dict]:
     """Every finished ``metrics.json`` under a run store (for the coefficient table), with its folder.
 
     Only ``seed<k>`` folders are results: ``seed<k>.replaced-<hash>`` folders (moved aside by ``--replace-stale``)
     are history and never counted."""
-    from harness.reproduce.plan import SEED_DIR
-
     out = []
     for path in sorted(Path(output_root).glob("*/*/*/seed*/metrics.json")):
         if not SEED_DIR.match(path.parent.name):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness.errors import InputError
 from harness.reproduce.plan import Plan, build_plan, env_vars, format_plan, missing_env
-from harness.reproduce.spec import EXPERIMENT_DIR, Experiment, Profile, available, load_experiment, load_profile
+from harness.config.experiment import EXPERIMENT_DIR, Experiment, Profile, available, load_experiment, load_profile
 
 
 def _experiments(names: list[str] | None) -> list[Experiment]:
@@ -18,7 +18,7 @@ def _experiments(names: list[str] | None) -> list[Experiment]:
 
 
 def _store_has_runs(profile: Profile) -> bool:
-    from harness.reproduce.plan import SEED_DIR
+    from harness.runs.store import SEED_DIR
 
     return any(SEED_DIR.match(p.parent.name) for p in Path(profile.output_root).glob("*/*/*/seed*/metrics.json"))
 
@@ -52,7 +52,7 @@ def _header(verb: str, experiments: list[Experiment], profile: Profile, why: str
 
 def render(plan: Plan, echo=print) -> list[Path]:
     """Collect finished runs of the plan and write tables + figures; returns the files written."""
-    from harness.report.collect import collect
+    from harness.reproduce.collect import collect
     from harness.report.figures import write_figures
     from harness.report.reference import load_reference
     from harness.report.tables import build_tables, write_tables
@@ -143,7 +143,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from harness.report.check import compare, format_report, not_applicable_message
-    from harness.report.collect import collect
+    from harness.reproduce.collect import collect
     from harness.report.reference import load_claims, load_reference
 
     experiments = _experiments(args.table)

@@ -13,7 +13,7 @@ import yaml
 
 from harness.report.check import evaluate_claim
 from harness.report.reference import COLUMNS, REPO_ROOT, load_claims, load_reference
-from harness.reproduce.spec import load_experiment
+from harness.config.experiment import load_experiment
 
 SUPPLEMENT = "../shared/papers/pvkd-supplement.txt"
 
