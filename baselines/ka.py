@@ -67,7 +67,8 @@ from torch import nn
 from baselines.nodes import (ALL_LEVEL_TAPS, DEFAULT_MAX_NODES, Level, Sites, build_nodes, check_level,
                              default_cell_size, gather_sites)
 from harness.backbones.base import BackboneInput
-from harness.distill.base import BACKBONE_FAMILY, DistillContext, Distiller
+from harness.backbones.base import backbone_family
+from harness.distill.base import DistillContext, Distiller
 from harness.distill.losses import cosine_affinity, per_scan_mean
 from harness.distill.recorder import TapRecorder, TapValue
 from harness.sparse import SparseTensor, SubMConv3d
@@ -219,7 +220,7 @@ class KA(Distiller):
         self.feature_tap = f"{level}_features"
         self.student_taps = self.teacher_taps = (self.feature_tap,)  # type: ignore[misc]
         if kernel_size is None:
-            point_wise = level == "point" or BACKBONE_FAMILY.get(context.backbone, context.backbone) == "SPVNAS"
+            point_wise = level == "point" or backbone_family(context.backbone) == "SPVNAS"
             kernel_size = 1 if point_wise else 3
         if level == "point" and kernel_size != 1:
             raise ValueError("KA at point level needs kernel_size=1 (points are not unique grid sites)")

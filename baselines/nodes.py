@@ -33,19 +33,12 @@ from typing import Literal, Sequence
 
 import torch
 
-from harness.backbones.base import BackboneInput
-from harness.distill.base import BACKBONE_FAMILY
+from harness.backbones.base import BACKBONES, BackboneInput
 from harness.sparse.point_ops import scatter_max
 
 Level = Literal["voxel", "point"]
 LEVELS: tuple[str, ...] = ("voxel", "point")
 
-#: [D] node cell per backbone family, in grid cells (spec baselines-kd.md §3.2(d) step 1)
-DEFAULT_CELL_SIZE: dict[str, tuple[int, int, int]] = {
-    "Cylinder3D": (4, 4, 2),       # 480 x 360 x 32 cylindrical grid -> at most 120 x 90 x 16 cells
-    "SPVNAS": (8, 8, 8),           # 5 cm cubic voxels -> 0.4 m cells
-    "MinkowskiNet": (8, 8, 8),
-}
 #: [D] most nodes per scan and graph (spec §3.2(d) step 2)
 DEFAULT_MAX_NODES = 4096
 #: every tap a baseline may read; the class attribute ``student_taps`` / ``teacher_taps`` lists them
@@ -60,11 +53,10 @@ def check_level(level: str) -> str:
 
 
 def default_cell_size(backbone: str) -> tuple[int, int, int]:
-    """The [D] node cell of :data:`DEFAULT_CELL_SIZE` for a backbone name or Table 4 family."""
-    family = BACKBONE_FAMILY.get(backbone, backbone)
-    if family not in DEFAULT_CELL_SIZE:
+    """The [D] node cell of a registered backbone (its class attribute ``node_cell``, in grid cells)."""
+    if backbone not in BACKBONES:
         raise KeyError(f"no default node cell for backbone {backbone!r}; pass cell_size=(s0, s1, s2)")
-    return DEFAULT_CELL_SIZE[family]
+    return tuple(BACKBONES.get(backbone).node_cell)
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_timing(args: argparse.Namespace) -> int:
+    from harness.backbones.base import BACKBONES
+
+    if args.backbone not in BACKBONES:
+        raise InputError("--backbone", BACKBONES.unknown_message(args.backbone), "pass a registered backbone name")
     if args.what == "data":
         from harness.profiling.data import profile_data
 
@@ -176,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="time preprocessing (data) or a backbone (model); 'profile' is the old name "
                                "(a run profile is --profile of reproduce)")
     prof.add_argument("what", choices=["data", "model"])
-    prof.add_argument("--backbone", choices=["cylinder3d", "minkunet", "spvcnn"], required=True)
+    prof.add_argument("--backbone", required=True, help="a registered backbone (harness/backbones: BACKBONES)")
     prof.add_argument("--scan", type=Path, required=True, help="a SemanticKITTI .bin scan")
     prof.add_argument("--label", type=Path, help="its .label file (data profiling)")
     prof.add_argument("--repeat", type=int, default=20)

@@ -84,7 +84,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from harness.backbones.base import BackboneInput, BackboneOutput, TapPoint
+from harness.backbones.base import Backbone, BackboneInput, BackboneOutput, TapPoint
 from harness.sparse.conv import SparseConv3d, SparseInverseConv3d, SubMConv3d
 from harness.sparse.selection import set_backend, sparse_conv_modules
 from harness.sparse.tensor import SparseTensor
@@ -385,7 +385,7 @@ def _gather_rows(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return values.index_select(0, rows.long())
 
 
-class Cylinder3D(nn.Module):
+class Cylinder3D(Backbone):
     """Cylinder3D backbone: ``BackboneInput`` (cylindrical voxelisation) -> point and voxel logits.
 
     Args:
@@ -406,6 +406,12 @@ class Cylinder3D(nn.Module):
     State dict: the official keys (``cylinder_3d_generator.*``, ``cylinder_3d_spconv_seg.*``; conv
     weights in KRSC) plus ``point_refinement.*``. Tap points: :attr:`tap_points`.
     """
+
+    grid = "cylindrical"
+    family = "Cylinder3D"
+    label_offset = 0           # the head includes the ignored class 0 (20 SemanticKITTI / 17 nuScenes outputs)
+    node_cell = (4, 4, 2)      # 480 x 360 x 32 cylindrical grid -> at most 120 x 90 x 16 graph nodes
+    config_options = ("legacy_spconv1_keys",)
 
     def __init__(
         self,

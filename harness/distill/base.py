@@ -23,7 +23,7 @@ import torch
 import yaml
 from torch import nn
 
-from harness.backbones.base import BackboneInput
+from harness.backbones.base import BackboneInput, backbone_family
 from harness.distill.recorder import TapValue
 from harness.registry import Registry
 
@@ -120,11 +120,8 @@ def paper_coefficients(method: str, backbone: str) -> dict[str, float]:
     table = yaml.safe_load(COEFFICIENT_FILE.read_text())["coefficients"]
     if method not in table:
         raise KeyError(f"no coefficients for method {method!r}; known: {sorted(table)}")
-    family = BACKBONE_FAMILY.get(backbone, backbone)
+    family = backbone_family(backbone)
     if family not in table[method]:
         raise KeyError(f"no {method} coefficients for backbone {backbone!r}; known: {sorted(table[method])}")
     return {k: float(v) for k, v in table[method][family].items()}
 
-
-#: Table 4's column names: "SPVNAS" is SPVCNN (cr 1.0 teacher / 0.5 student), "MinkowskiNet" is MinkUNet
-BACKBONE_FAMILY = {"cylinder3d": "Cylinder3D", "spvcnn": "SPVNAS", "minkunet": "MinkowskiNet"}

@@ -99,7 +99,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from harness.backbones.base import BackboneInput
+from harness.backbones.base import BACKBONES, BackboneInput
 from harness.distill.base import DistillContext, Distiller, SeededSampling, paper_coefficients
 from harness.distill.losses import (affinity_distance, cosine_affinity, has_direction, kl_divergence,
                                     per_scan_mean)
@@ -245,7 +245,7 @@ class PVD(SeededSampling, Distiller):
         if isinstance(grid, str):
             _check_choice("grid", grid, tuple(_GRIDS))
             grid = _GRIDS[grid]()
-        cylinder = context.backbone == "cylinder3d"
+        cylinder = BACKBONES.get(context.backbone).grid == "cylindrical"
 
         self.temperature = float(temperature)
         self.kl_class_reduction = kl_class_reduction

@@ -25,7 +25,7 @@ from harness.engine.trainer import build_model
 from harness.errors import InputError
 from harness.evaluate.runner import Accumulator
 from harness.io import staging_dir, write_json_atomic
-from harness.voxelize import voxelize_for_backbone
+from harness.backbones.base import voxelize_for_backbone
 
 FLIPS = ((1, 1), (-1, 1), (1, -1), (-1, -1))  # (x sign, y sign)
 

@@ -20,7 +20,6 @@ import inspect
 import math
 import random
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -53,13 +52,7 @@ def build_model(model_cfg: ModelConfig, dataset: str = "semantickitti") -> nn.Mo
     (20 / 17 outputs, label_offset 0); spvnas heads leave it out (19 / 16 outputs, label_offset 1)."""
     cls = BACKBONES.get(model_cfg.backbone)
     num_classes = load_label_map("nuscenes" if dataset == "nuscenes" else "semantickitti").num_classes
-    kwargs: dict[str, Any] = {"width": model_cfg.width}
-    if model_cfg.backbone == "cylinder3d":
-        kwargs["legacy_spconv1_keys"] = model_cfg.legacy_spconv1_keys
-        kwargs["num_classes"] = num_classes
-    else:
-        kwargs["num_classes"] = num_classes - 1
-    model = cls(**kwargs)
+    model = cls.build(num_classes, model_cfg.width, **{key: getattr(model_cfg, key) for key in cls.config_options})
     set_backend(model, model_cfg.sparse_backend)
     return model
 

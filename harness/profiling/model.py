@@ -27,7 +27,7 @@ from harness.backbones.base import BACKBONES, collate_scans
 from harness.data.semantickitti import read_points
 from harness.sparse.macs import count_sparse_macs
 from harness.sparse.selection import describe_backend, set_backend
-from harness.voxelize import voxelize_for_backbone
+from harness.backbones.base import voxelize_for_backbone
 
 
 def build_backbone(name: str, width: float, backend: str = "auto") -> nn.Module:

@@ -242,7 +242,8 @@ def coefficient_table(exp: Experiment, ref: Reference, output_root: str | Path, 
     """Table 4 from the coefficients our runs used, diffed against the paper."""
     import yaml
 
-    from harness.distill.base import BACKBONE_FAMILY, COEFFICIENT_FILE
+    from harness.backbones.base import backbone_family
+    from harness.distill.base import COEFFICIENT_FILE
 
     code = yaml.safe_load(COEFFICIENT_FILE.read_text())["coefficients"]
     runs = [m for m in all_runs(output_root) if m.get("method")]
@@ -261,7 +262,7 @@ def coefficient_table(exp: Experiment, ref: Reference, output_root: str | Path, 
         for r in [x for x in paper_rows if x["backbone"] == bb]:
             method, term = r["method"], r["metric"].split(".", 1)[1]
             paper = float(r["value"])
-            family = BACKBONE_FAMILY.get(bb, bb)
+            family = backbone_family(bb)
             code_v = code.get(method, {}).get(family, {}).get(term)
             used = sorted({float(m["coefficients"][term]) for m in runs
                            if m.get("backbone") == bb and m.get("method") == method and term in (m.get("coefficients") or {})

@@ -283,7 +283,7 @@ def synthetic_batch(num_voxels: int, box: int, batch_size: int = 2, seed: int = 
 
 def real_crop(kitti_root, radius: float):
     from harness.data.semantickitti import read_points
-    from harness.voxelize import voxelize_for_backbone
+    from harness.backbones.base import voxelize_for_backbone
 
     points = read_points(kitti_root / "sequences" / "00" / "velodyne" / "000000.bin")
     near = points[np.linalg.norm(points[:, :3], axis=1) < radius]
