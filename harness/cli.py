@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     evl.add_argument("--config", type=Path)
     evl.add_argument("--split", default="val")
     evl.add_argument("--predictions-out", type=Path, help="write OUT/sequences/NN/predictions/*.label")
-    evl.add_argument("--tta", action="store_true", help="4-flip test-time augmentation")
+    evl.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                     help="4-flip test-time augmentation (default: the run config's eval.tta)")
     evl.add_argument("--device")
     evl.set_defaults(func=_cmd_predict)
 

@@ -28,14 +28,14 @@ from torch import nn
 from harness.backbones.base import BACKBONES, BackboneInput, label_offset, learning_ids_to_targets, logits_to_learning_ids
 from harness.config.load import config_from_dict, config_hash, read_yaml_file
 from harness.config.schema import ModelConfig, RunConfig
-from harness.data.labelmap import load_label_map
+from harness.data.datasets import dataset_spec
 from harness.distill.recorder import TapRecorder
 from harness.engine.checkpoint import load_checkpoint, load_model_weights, model_identity, save_checkpoint, set_rng_state
 from harness.engine.data import build_loader, move
 from harness.engine.dist import DistInfo, all_reduce_sum, barrier, init_distributed
 from harness.engine.losses import segmentation_loss
 from harness.errors import InputError
-from harness.evaluate.runner import Accumulator
+from harness.evaluate.runner import Accumulator, accumulate
 from harness.runs.store import RunStore, run_dir_for
 from harness.sparse.selection import describe_backend, set_backend
 
@@ -51,7 +51,7 @@ def build_model(model_cfg: ModelConfig, dataset: str = "semantickitti") -> nn.Mo
     """The backbone with the dataset's class count: Cylinder3D's head includes the ignored class
     (20 / 17 outputs, label_offset 0); spvnas heads leave it out (19 / 16 outputs, label_offset 1)."""
     cls = BACKBONES.get(model_cfg.backbone)
-    num_classes = load_label_map("nuscenes" if dataset == "nuscenes" else "semantickitti").num_classes
+    num_classes = dataset_spec(dataset).num_classes
     model = cls.build(num_classes, model_cfg.width, **{key: getattr(model_cfg, key) for key in cls.config_options})
     set_backend(model, model_cfg.sparse_backend)
     return model
@@ -102,7 +102,8 @@ class Trainer:
         seed_everything(cfg.train.seed + self.info.rank)
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
-        self.label_map = load_label_map("nuscenes" if cfg.data.dataset == "nuscenes" else "semantickitti")
+        self.dataset = dataset_spec(cfg.data.dataset)
+        self.label_map = self.dataset.label_map
         self.model = build_model(cfg.model, cfg.data.dataset).to(self.device)
         if cfg.model.init_checkpoint:
             load_model_weights(self.model, cfg.model.init_checkpoint, model_identity(cfg.model, cfg.data.dataset))
@@ -169,7 +170,7 @@ class Trainer:
             widths[name] = {tap: int(v.feats.shape[1]) for tap, v in recorder.values.items()}
         context = DistillContext(backbone=self.cfg.model.backbone, num_classes=self.label_map.num_classes,
                                  student_channels=widths["student"], teacher_channels=widths["teacher"],
-                                 class_frequency=torch.tensor(self.label_map.content, dtype=torch.float32))
+                                 class_frequency=torch.tensor(self.dataset.class_frequency, dtype=torch.float32))
         options = dict(self.cfg.distill.options)
         if "seed" in inspect.signature(cls.__init__).parameters and "seed" not in options:
             options["seed"] = self.cfg.train.seed + self.info.rank  # each rank samples its own supervoxels
@@ -349,21 +350,20 @@ class Trainer:
         from tqdm import tqdm
 
         self.model.eval()
-        convention = "nuscenes" if self.cfg.data.dataset == "nuscenes" else "semantickitti"
-        acc = Accumulator(self.label_map, convention)
-        for batch in tqdm(self.val_loader, desc="eval", leave=False, **self._progress_kwargs()):
-            batch = move(batch, self.device)
-            pred = logits_to_learning_ids(self.model(batch).point_logits, self.offset).cpu().numpy()
-            if convention == "nuscenes":  # the devkit forbids predicting the ignored class
-                pred = np.maximum(pred, 1)
-            gt = batch.point_labels.cpu().numpy()
-            xyz = batch.point_xyz.cpu().numpy()
-            owner = batch.point_batch.cpu().numpy()
-            for b in range(batch.batch_size):
-                # only the target scan's own points (fused points follow them and are never scored)
-                m = np.flatnonzero(owner == b)[: batch.extras["num_original"][b]]
-                acc.add(xyz[m], gt[m], pred[m])
-        return acc.all_reduce()
+
+        def triples():
+            for batch in tqdm(self.val_loader, desc="eval", leave=False, **self._progress_kwargs()):
+                batch = move(batch, self.device)
+                pred = logits_to_learning_ids(self.model(batch).point_logits, self.offset).cpu().numpy()
+                gt = batch.point_labels.cpu().numpy()
+                xyz = batch.point_xyz.cpu().numpy()
+                owner = batch.point_batch.cpu().numpy()
+                for b in range(batch.batch_size):
+                    # only the target scan's own points (fused points follow them and are never scored)
+                    m = np.flatnonzero(owner == b)[: batch.extras["num_original"][b]]
+                    yield xyz[m], gt[m], pred[m]
+
+        return accumulate(triples(), self.dataset).all_reduce()
 
     def finish(self) -> dict:
         acc = self.evaluate()
@@ -388,6 +388,7 @@ class Trainer:
             "macs_per_scan": macs, "sparse_backend": describe_backend(self.model, self.device),
             "legacy_spconv1_keys": getattr(self.model, "legacy_spconv1_keys", None),
             "epochs": self.cfg.train.epochs, "global_steps": self.global_step, "eval_level": "point",
+            "distance_bins": self.cfg.eval.distance_bins,  # the per-distance mode the tables and figures show
         })
         self.store.write_confusion(acc.counts, acc.by_distance)
         self.store.write_metrics(metrics)

@@ -16,6 +16,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from harness.data.datasets import DatasetSpec, dataset_spec
 from harness.data.labelmap import LabelMap, load_label_map
 from harness.errors import InputError
 from harness.evaluate.confusion import confusion_counts, sum_over_ranks
@@ -85,6 +86,21 @@ class Accumulator:
         return out
 
 
+def accumulate(triples: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], dataset: str | DatasetSpec) -> Accumulator:
+    """The evaluation loop shared by ``harness evaluate``, ``harness predict`` and ``Trainer.evaluate``.
+
+    Args:
+        triples: per scan ``(xyz (N, 3) [m], ground-truth learning ids (N,), predicted learning ids (N,))``.
+        dataset: its description (label map, IoU convention, prediction clamp), or its name.
+    Returns the accumulator (counts overall and per distance bin); ``.result()`` gives the metrics.
+    """
+    spec = dataset_spec(dataset) if isinstance(dataset, str) else dataset
+    acc = Accumulator(spec.label_map, spec.convention)
+    for xyz, gt, pred in triples:
+        acc.add(xyz, gt, spec.clamp(pred))
+    return acc
+
+
 def semantickitti_pairs(root: str | Path, predictions: str | Path, sequences: Iterable[str],
                         label_map: LabelMap) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield (points, gt learning ids, predicted learning ids) for every labelled frame of ``sequences``.
@@ -118,11 +134,10 @@ def semantickitti_pairs(root: str | Path, predictions: str | Path, sequences: It
 def evaluate_semantickitti(root: str | Path, predictions: str | Path, sequences: Iterable[str],
                            label_map: str = "semantickitti") -> dict:
     """Official-semantics evaluation of a SemanticKITTI prediction folder; returns the metrics dict."""
+    spec = dataset_spec("semantickitti")
     lm = load_label_map(label_map)
-    acc = Accumulator(lm, "semantickitti")
-    for points, gt, pred in semantickitti_pairs(root, predictions, sequences, lm):
-        acc.add(points[:, :3], gt, pred)
-    return acc.result()
+    pairs = semantickitti_pairs(root, predictions, sequences, lm)
+    return accumulate(((points[:, :3], gt, pred) for points, gt, pred in pairs), spec).result()
 
 
 def evaluate_nuscenes(dataroot: str | Path, predictions: str | Path, version: str = "v1.0-trainval",
