@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.nodes import (ALL_LEVEL_TAPS, DEFAULT_MAX_NODES, Level, Sites, build_nodes, check_level,
+from baselines.nodes import (DEFAULT_MAX_NODES, Level, Sites, build_nodes, check_level,
                              default_cell_size, gather_sites)
 from harness.backbones.base import BackboneInput
 from harness.backbones.base import backbone_family
@@ -207,8 +207,6 @@ class KA(Distiller):
 
     method: ClassVar[str] = "ka"
     terms: ClassVar[tuple[str, ...]] = ("adaptation", "affinity")
-    student_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS  # an instance reads only its level's features
-    teacher_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS
 
     def __init__(self, context: DistillContext, coefficients: Mapping[str, float] | None = None, *,
                  level: Level = "voxel", kernel_size: int | None = None, latent_ratio: float = 0.5,
@@ -218,7 +216,7 @@ class KA(Distiller):
         super().__init__(context, coefficients)
         self.level = check_level(level)
         self.feature_tap = f"{level}_features"
-        self.student_taps = self.teacher_taps = (self.feature_tap,)  # type: ignore[misc]
+        self.student_taps = self.teacher_taps = (self.feature_tap,)
         if kernel_size is None:
             point_wise = level == "point" or backbone_family(context.backbone) == "SPVNAS"
             kernel_size = 1 if point_wise else 3
@@ -330,7 +328,7 @@ class KA(Distiller):
         return self
 
     # ----------------------------------------------------------------------------------------- stage 2
-    def forward(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
+    def compute(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
                 batch: BackboneInput) -> dict[str, torch.Tensor]:
         if not bool(self.autoencoder_fitted):
             raise RuntimeError("KA's auto-encoder is not fitted: run KA.pretrain(teacher, loader) first "

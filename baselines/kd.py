@@ -38,7 +38,7 @@ from typing import ClassVar, Mapping
 
 import torch
 
-from baselines.nodes import ALL_LEVEL_TAPS, Level, check_level, gather_sites
+from baselines.nodes import Level, check_level, gather_sites
 from harness.backbones.base import BackboneInput
 from harness.distill.base import DistillContext, Distiller
 from harness.distill.losses import kl_divergence, per_scan_mean
@@ -73,8 +73,6 @@ class KD(Distiller):
 
     method: ClassVar[str] = "kd"
     terms: ClassVar[tuple[str, ...]] = ("kd",)
-    student_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS  # an instance reads only its level's logits
-    teacher_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS
 
     def __init__(self, context: DistillContext, coefficients: Mapping[str, float] | None = None, *,
                  temperature: float = 1.0, level: Level = "voxel", ignore_logit: int | None = None) -> None:
@@ -85,9 +83,9 @@ class KD(Distiller):
         self.level = check_level(level)
         self.ignore_logit = ignore_logit
         self.logit_tap = f"{level}_logits"
-        self.student_taps = self.teacher_taps = (self.logit_tap,)  # type: ignore[misc]
+        self.student_taps = self.teacher_taps = (self.logit_tap,)
 
-    def forward(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
+    def compute(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
                 batch: BackboneInput) -> dict[str, torch.Tensor]:
         z_s = student[self.logit_tap].feats
         z_t = teacher[self.logit_tap].feats

@@ -41,9 +41,6 @@ LEVELS: tuple[str, ...] = ("voxel", "point")
 
 #: [D] most nodes per scan and graph (spec §3.2(d) step 2)
 DEFAULT_MAX_NODES = 4096
-#: every tap a baseline may read; the class attribute ``student_taps`` / ``teacher_taps`` lists them
-#: all (the trainer probes channel widths from the class), an instance narrows them to its level
-ALL_LEVEL_TAPS = ("voxel_logits", "voxel_features", "point_logits", "point_features")
 
 
 def check_level(level: str) -> str:

@@ -47,7 +47,7 @@ from typing import ClassVar, Mapping, Sequence
 import torch
 
 from baselines.kd import soft_kl
-from baselines.nodes import (ALL_LEVEL_TAPS, DEFAULT_MAX_NODES, Level, NodeSet, Sites, build_nodes, check_level,
+from baselines.nodes import (DEFAULT_MAX_NODES, Level, NodeSet, Sites, build_nodes, check_level,
                              default_cell_size, gather_sites)
 from harness.backbones.base import BackboneInput
 from harness.distill.base import DistillContext, Distiller
@@ -91,8 +91,6 @@ class SKD(Distiller):
 
     method: ClassVar[str] = "skd"
     terms: ClassVar[tuple[str, ...]] = ("pixel", "pair")
-    student_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS  # an instance reads only its level's taps
-    teacher_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS
 
     def __init__(self, context: DistillContext, coefficients: Mapping[str, float] | None = None, *,
                  level: Level = "voxel", cell_size: Sequence[int] | None = None,
@@ -100,7 +98,7 @@ class SKD(Distiller):
         super().__init__(context, coefficients)
         self.level = check_level(level)
         self.logit_tap, self.feature_tap = f"{level}_logits", f"{level}_features"
-        self.student_taps = self.teacher_taps = (self.logit_tap, self.feature_tap)  # type: ignore[misc]
+        self.student_taps = self.teacher_taps = (self.logit_tap, self.feature_tap)
         cell = cell_size if cell_size is not None else default_cell_size(context.backbone)
         self.cell_size = tuple(int(s) for s in cell)
         self.max_nodes = int(max_nodes)
@@ -111,7 +109,7 @@ class SKD(Distiller):
         sites = gather_sites(self.level, batch, num_rows, device)
         return build_nodes(sites, self.cell_size, self.max_nodes, self.generator), sites
 
-    def forward(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
+    def compute(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
                 batch: BackboneInput) -> dict[str, torch.Tensor]:
         z_s = student[self.logit_tap].feats
         nodes, sites = self.nodes(batch, z_s.shape[0], z_s.device)

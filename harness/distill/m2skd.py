@@ -231,12 +231,16 @@ class M2SKD(SeededSampling, Distiller):
         seed: seed of the subset generator (None: torch's global RNG).
     """
 
-    method = ""        # not in coefficients.yaml: the base class must not look it up (see DEFAULT_COEFFICIENTS)
+    method = "m2skd"
     name = "m2skd"
     terms = TERMS
     student_taps = ("point_logits", "voxel_logits", "decoder.2")
     teacher_taps = ("point_logits", "voxel_logits", "decoder.2")
-    default_coefficients = DEFAULT_COEFFICIENTS
+
+    @classmethod
+    def default_coefficients(cls, backbone: str) -> dict[str, float]:
+        """M2SKD is not in PVKD's Table 4: the authors' defaults (:data:`DEFAULT_COEFFICIENTS`) for every backbone."""
+        return dict(DEFAULT_COEFFICIENTS)
 
     def __init__(
         self,
@@ -258,13 +262,7 @@ class M2SKD(SeededSampling, Distiller):
         hard_classes: Sequence[int] = HARD_CLASSES_SEMANTICKITTI,
         seed: int | None = 0,
     ) -> None:
-        super().__init__(context, None)
-        given = dict(coefficients or {})
-        unknown = sorted(set(given) - set(TERMS))
-        if unknown:
-            raise KeyError(f"m2skd: unknown coefficient(s) {unknown}; terms are {list(TERMS)}")
-        self.coefficients = {**DEFAULT_COEFFICIENTS, **{k: float(v) for k, v in given.items()}}
-        self.coefficient_overrides = sorted(k for k, v in given.items() if DEFAULT_COEFFICIENTS[k] != float(v))
+        super().__init__(context, coefficients)
 
         enabled = tuple(TERMS if components is None else components)
         bad = sorted(set(enabled) - set(TERMS))

@@ -100,7 +100,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from harness.backbones.base import BACKBONES, BackboneInput
-from harness.distill.base import DistillContext, Distiller, SeededSampling, paper_coefficients
+from harness.distill.base import DistillContext, Distiller, SeededSampling
 from harness.distill.losses import (affinity_distance, cosine_affinity, has_direction, kl_divergence,
                                     per_scan_mean)
 from harness.distill.recorder import TapValue
@@ -219,11 +219,9 @@ class PVD(SeededSampling, Distiller):
         voxel_features_source: str = "auto",
         seed: int | None = 0,
     ) -> None:
+        if coefficient_row is not None:  # a Table 2 row replaces the Table 4 values; explicit ones win
+            coefficients = {**table2_coefficients(coefficient_row), **dict(coefficients or {})}
         super().__init__(context, coefficients)
-        if coefficient_row is not None:
-            table4 = paper_coefficients(self.method, context.backbone)
-            self.coefficients = {**table4, **table2_coefficients(coefficient_row), **dict(coefficients or {})}
-            self.coefficient_overrides = sorted(k for k, v in self.coefficients.items() if table4.get(k) != v)
         enabled = tuple(TERMS if components is None else components)
         unknown = sorted(set(enabled) - set(TERMS))
         if unknown:

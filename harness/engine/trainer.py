@@ -29,7 +29,7 @@ from harness.backbones.base import BACKBONES, BackboneInput, label_offset, learn
 from harness.config.load import config_from_dict, config_hash, read_yaml_file
 from harness.config.schema import ModelConfig, RunConfig
 from harness.data.datasets import dataset_spec
-from harness.distill.recorder import TapRecorder
+from harness.distill.recorder import TapRecorder, unwrap
 from harness.engine.checkpoint import load_checkpoint, load_model_weights, model_identity, save_checkpoint, set_rng_state
 from harness.engine.data import build_loader, move
 from harness.engine.dist import DistInfo, all_reduce_sum, barrier, init_distributed
@@ -162,8 +162,9 @@ class Trainer:
         cls = DISTILLERS.get(self.cfg.distill.method)
         batch = move(next(iter(self.train_loader)), self.device)
         widths: dict[str, dict[str, int]] = {}
-        for name, net, taps in (("student", self.model, cls.student_taps), ("teacher", self.teacher, cls.teacher_taps)):
-            recorder = TapRecorder(net, taps)
+        # every tap the backbones offer: the distiller (built next) picks its own taps and may size adapters from them
+        for name, net in (("student", self.model), ("teacher", self.teacher)):
+            recorder = TapRecorder(net, tuple(unwrap(net).tap_points))
             with torch.no_grad(), recorder:
                 net(batch.extras.get("teacher_input", batch) if name == "teacher" else batch)
             recorder.remove()

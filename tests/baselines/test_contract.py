@@ -55,8 +55,8 @@ def test_taps_follow_the_level(level):
     assert IFV(context(), level=level).student_taps == (f"{level}_features",)
     assert set(SKD(context(), level=level).student_taps) == {f"{level}_features", f"{level}_logits"}
     assert KA(context(), level=level, kernel_size=1).teacher_taps == (f"{level}_features",)
-    for cls in CLASSES.values():  # the trainer probes channel widths from the class attributes
-        assert {f"{level}_features", f"{level}_logits"} <= set(cls.student_taps) == set(cls.teacher_taps)
+    for cls in CLASSES.values():  # taps are per instance: the class lists none (the trainer probes every backbone tap)
+        assert cls.student_taps == cls.teacher_taps == ()
 
 
 @pytest.mark.parametrize("method", sorted(CLASSES))
