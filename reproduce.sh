@@ -37,7 +37,7 @@ shift || true
 case "$cmd" in
     test)
         ensure_pdflatex
-        # Real-scan tests read $PVKD_REAL_DATA (default ../shared/data/real) and skip visibly without it.
+        # Real-scan tests read $PVKD_REAL_DATA, transcription tests $PVKD_PAPER_TEXTS; both skip visibly without them.
         set +e
         "$PY" -m pytest -q --benchmark-columns=min,median,mean,rounds "$@"
         rc=$?

@@ -20,7 +20,7 @@ The official normalisation (sum of KL over channels and images, divided by n * c
 is this mean over (scan, channel) pairs, so a batch of two scans gives the plain mean of the two
 scans' values. The softmax is a segment softmax over the scan index (no loop over sites).
 
-Readings (spec ``baselines-kd.md`` §3.4, open items 1, 4, 8):
+Readings (docs/readings.md#baselines-nodes, #baselines-levels):
 
 * **[D]** ``tau = 4`` for both terms (the official recommended logit run, ``exp_cwd.sh``
   ``channel kl 3 4``; CIRKD uses 4 for both), configurable per term.

@@ -16,7 +16,7 @@ Teacher and student each build their own map from their own features, so widths 
 no adapter is needed. Prototypes are per scan (IFVD sums over each image's spatial dimensions);
 the student's prototypes keep their gradient, as in IFVD.
 
-Readings (spec ``baselines-kd.md`` §3.3, open items 2 and 4):
+Readings (docs/readings.md#baselines-levels):
 
 * **[D]** the IFV term alone; IFVD and CIRKD also add KD and an adversarial term, but PVD lists a
   single IFV coefficient (add the :class:`baselines.kd.KD` distiller for IFV + KD).

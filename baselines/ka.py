@@ -31,7 +31,7 @@ of the R sites of a batch:
   C_f = conv(C_s -> k C_t) + BN + ReLU (feature adapter), C_a = conv(C_s -> k C_t) with bias
   (affinity adapter): both trainable with the student.
 
-Readings (spec ``baselines-kd.md`` §3.5, open items 1 and 6):
+Readings (docs/readings.md#baselines-nodes, #baselines-levels):
 
 * **[R]** "conv" = a stride-1 ``SubMConv3d`` with kernel 3 on the voxel grid (the paper's 3 x 3
   convs; teacher and student share the sites, so no stride or resize) on Cylinder3D and MinkUNet;

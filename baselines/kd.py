@@ -11,7 +11,7 @@ S_b the sites of scan b and B' the scans that have sites::
     KL_i  = T^2 * sum_k p_ik^T (log p_ik^T - log p_ik^S)                      (KL(p^T || p^S))
     L_kd  = (1/|B'|) * sum_{b in B'} (1/|S_b|) * sum_{i in S_b} KL_i
 
-Readings (spec ``baselines-kd.md`` §3.1, open items 3-4):
+Readings (docs/readings.md#baselines-levels, #kl-convention):
 
 * **[D]** ``temperature = 1`` (the segmentation codebases IFVD / CIRKD; Hinton's classification
   setting is 4), configurable; the T^2 factor keeps gradient scale across T (Hinton §2).

@@ -24,7 +24,7 @@ As implemented:
   same mean over pairs and scans, so a batch of two scans gives the plain mean of the two.
 * No holistic (conditional WGAN-GP) term: PVD lists no coefficient for it.
 
-Readings (spec ``baselines-kd.md`` §3.2, open items 1, 4, 5):
+Readings (docs/readings.md#baselines-nodes, #baselines-levels):
 
 * **[R]** pixel term as KL (the official code takes the soft cross-entropy, which has the same
   gradient); mean over sites per scan, then over scans (the harness convention; the official

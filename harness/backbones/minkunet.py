@@ -17,7 +17,7 @@ layout conversion of :mod:`harness.backbones.weights_spvnas`:
 * ``point_transforms`` (3 x Linear + BN1d + ReLU) and ``dropout``: defined by spvnas's MinkUNet but
   never used by its forward; kept so the official state_dict loads (see :meth:`MinkUNet.forward_parameter_count`).
 
-torchsparse -> harness conv mapping (spec backbones-backends §1.2.3): a torchsparse stride-1 k3 conv
+torchsparse -> harness conv mapping: a torchsparse stride-1 k3 conv
 keeps its input coordinates, i.e. :class:`~harness.sparse.SubMConv3d`; the k1 downsample conv is a
 ``SubMConv3d(k=1)``; conv k2 s2 is ``SparseConv3d(k2, s2, p0)`` (output ``floor(x / 2)``, torchsparse
 ``nn/functional/conv/kmap/downsample.py`` fast path); the transposed conv is

@@ -176,7 +176,7 @@ def methods_table(exp: Experiment, results: list[RunResult], ref: Reference, dem
         v = ref.get(key)
         if v is not None:
             notes.append(f"Reference only (not reproduced by a val run): {label} {v.text} "
-                         f"({v.row['source']} line {v.row['line']}).")
+                         f"({v.row['source']}, {v.row['table']}).")
     notes += exp.table_notes
     return TableModel(exp.table, exp.title, columns, rows, "llrrrrrrc", starts, notes, DEMO_BANNER if _demo(results, demo) else None)
 

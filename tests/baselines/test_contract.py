@@ -12,7 +12,7 @@ from baselines.skd import SKD
 from harness.distill.base import DISTILLERS, paper_coefficients
 from tests.baselines import context, line_grids, taps, voxel_batch
 
-# PVKD supplement Table 4 (../shared/papers/pvkd-supplement.txt), transcribed by hand
+# PVKD supplementary material, Table 4, transcribed by hand
 TABLE_4 = {
     "cylinder3d": {"kd": {"kd": 0.2}, "ifv": {"ifv": 0.2}, "skd": {"pixel": 0.15, "pair": 0.2},
                    "cd": {"feature": 0.1, "score": 0.3}, "ka": {"adaptation": 0.2, "affinity": 0.15}},
