@@ -147,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=_cmd_gen_data)
 
     ev = sub.add_parser("evaluate", help="score prediction files with the official metric semantics")
-    ev.add_argument("--dataset", choices=["semantickitti", "nuscenes"], required=True)
+    from harness.data.datasets import DATASETS
+
+    ev.add_argument("--dataset", choices=DATASETS.names(), required=True)
     ev.add_argument("--root", type=Path, required=True, help="dataset root")
     ev.add_argument("--split", help="semantickitti: train|val|test; nuscenes: eval set (val, mini_val, ...)")
     ev.add_argument("--sequences", nargs="*", help="SemanticKITTI sequences (instead of --split)")

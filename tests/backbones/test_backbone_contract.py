@@ -44,3 +44,13 @@ def test_build_sizes_the_head_from_the_dataset(name, num_classes, outputs):
 def test_unknown_backbone_names_the_registered_ones():
     with pytest.raises(KeyError, match="Did you mean: minkunet"):
         voxelize_for_backbone("minkunett", np.zeros((4, 4), np.float32))
+
+
+def test_timing_cli_names_registered_backbones(tmp_path, capsys):
+    from harness.cli import main
+
+    scan = tmp_path / "x.bin"
+    np.zeros((10, 4), np.float32).tofile(scan)
+    assert main(["timing", "data", "--backbone", "minkunett", "--scan", str(scan)]) == 2
+    assert "Did you mean: minkunet" in capsys.readouterr().err
+    assert main(["profile", "data", "--backbone", "spvcnn", "--scan", str(scan), "--repeat", "1"]) == 0  # old name
