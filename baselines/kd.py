@@ -68,7 +68,7 @@ class KD(Distiller):
         level: ``"voxel"`` (default) or ``"point"`` logits.
         ignore_logit: logit column dropped before the softmax, or None (default: keep all).
 
-    ``forward`` reads ``{level}_logits`` (R, K) from both networks and returns ``{"kd": scalar}``.
+    ``compute`` reads ``{level}_logits`` (R, K) from both networks and returns ``{"kd": scalar}``.
     """
 
     method: ClassVar[str] = "kd"

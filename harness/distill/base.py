@@ -6,7 +6,7 @@ A distiller
   ``teacher_taps``; names from :data:`harness.backbones.base.STANDARD_TAPS` or a backbone's own);
 * may own trainable modules (adapters, auto-encoders): they are ordinary submodules and the trainer
   adds ``distiller.parameters()`` to the student's optimizer;
-* returns **unweighted**, named loss terms from ``forward(student, teacher, batch)``; the trainer
+* returns **unweighted**, named loss terms from ``compute(student, teacher, batch)`` (called by ``forward``); the trainer
   multiplies each by its coefficient (``coefficients``: term name -> weight, from the supplement's
   Table 4 unless overridden), sums them with the segmentation loss and logs every term by name.
 

@@ -24,7 +24,7 @@ Shared sites -- the places where both networks have a value:
   out. With identical augmentation every student voxel is shared (the fused scan is a superset);
   the match also covers sparse feature taps (stride > 1), whose coordinates both nets share.
 
-Terms (:meth:`M2SKD.forward` returns them **unweighted**; B scans; every reduction per scan, then
+Terms (:meth:`M2SKD.compute` returns them **unweighted**; B scans; every reduction per scan, then
 the mean over scans, except where the code form says otherwise):
 
 * ``feature`` -- feature representation distillation at the shared sites of the ``feature_taps``
@@ -67,24 +67,16 @@ the mean over scans, except where the code form says otherwise):
 Default coefficients (the authors' code, [V] ``diss_loss = mean(diss_loss) * 5. + mean(fea_loss) *
 .00 + aff_loss * 1.0``): ``logit`` 5.0, ``affinity`` 1.0, ``feature`` 0.0 (disabled in the snapshot;
 the recipe ``m2skd_student.yaml`` turns it on at 0.1 per docs/readings.md#m2skd-feature-term [D]). M2SKD is not in
-``coefficients.yaml`` (PVKD supplement Table 4), so ``method`` is empty for the base class and the
-defaults live in :data:`DEFAULT_COEFFICIENTS`; ``coefficients`` overrides them. In the code the
+``coefficients.yaml`` (PVKD supplement Table 4): its ``default_coefficients`` classmethod returns
+:data:`DEFAULT_COEFFICIENTS`; ``coefficients`` overrides them. In the code the
 student's own segmentation loss has weight 1 (CE + Lovász) [V].
 
 Tap shapes (Cylinder3D, c = init_size = 32, 20 classes): ``voxel_logits`` (M, 20), ``point_logits``
 (N, 20), ``decoder.2`` SparseTensor (M_2, 4c = 128) at stride (2, 2, 2), ``voxel_features`` (M, 128).
 M2SKD's student has the teacher's architecture (the authors share the weights), so widths agree.
 
-Teacher regime (docs/readings.md#m2skd-teacher). Default, as drawn in the paper's Fig. 1 [R]: a separately trained
-Cylinder3D teacher on fused scans (``m2skd_teacher.yaml``), frozen while the student learns
-(``m2skd_student.yaml``). The authors' code instead runs **one shared-weight network twice** [V]
-(single scan and fused scan), detaches the fused pass's outputs as targets, and trains the fused
-pass too with ``0.2 * CE`` restricted to the voxels whose fused label differs from the single-scan
-label (newly occupied or relabelled voxels). That variant is an *engine option*, not implemented
-here: the trainer would need (1) ``teacher = student`` (no frozen copy) with both passes under
-autograd, (2) tap recording of the two passes of one module (two recorders used in sequence),
-(3) a ``seg.fused_ce`` term weighted 0.2 on those voxels. This distiller already detaches every
-teacher value, so it can be reused unchanged for it.
+Teacher regime [docs/readings.md#m2skd-teacher]: a separately trained Cylinder3D teacher on fused scans
+(``m2skd_teacher.yaml``), frozen while the student learns (``m2skd_student.yaml``).
 """
 from __future__ import annotations
 
