@@ -2,7 +2,7 @@
 # PVKD reproduction harness entry point.
 #   ./reproduce.sh test              run the whole test suite (unit tests + benchmarks)
 #   ./reproduce.sh bench             run only the speed benchmarks, with their tables
-#   ./reproduce.sh table1 ...        reproduce a paper table: table1|table2|table3|table4|main [--profile demo|paper]
+#   ./reproduce.sh table1 ...        reproduce an experiment: any harness/configs/experiments/<name>.yaml [--profile demo|paper]
 #                                    [--seeds N] [--gpus N] [--dry-run]; then `tables` (re-render) and `check`
 # On a fresh clone it first creates .venv and installs the project with its test extra.
 set -euo pipefail
@@ -37,7 +37,7 @@ shift || true
 case "$cmd" in
     test)
         ensure_pdflatex
-        # Real-scan tests read $PVKD_REAL_DATA (default ../shared/data/real) and skip visibly without it.
+        # Real-scan tests read $PVKD_REAL_DATA, transcription tests $PVKD_PAPER_TEXTS; both skip visibly without them.
         set +e
         "$PY" -m pytest -q --benchmark-columns=min,median,mean,rounds "$@"
         rc=$?
@@ -49,10 +49,6 @@ case "$cmd" in
         # speed targets gate only here (tests/benchmarks/conftest.py); `test` records the figures
         PVKD_BENCH_GATE=1 exec "$PY" -m pytest -q tests/benchmarks --benchmark-only "$@"
         ;;
-    table1|table2|table3|table4|main|m2skd)
-        # plan -> train (resumable, skips finished runs) -> tables + figures; see `harness reproduce --help`
-        exec "$PY" -m harness reproduce "$cmd" "$@"
-        ;;
     tables|check)
         exec "$PY" -m harness "$cmd" "$@"
         ;;
@@ -60,6 +56,11 @@ case "$cmd" in
         sed -n '2,7p' "$0"
         ;;
     *)
+        # any experiment file's name (harness/configs/experiments/<name>.yaml): plan -> train (resumable, skips
+        # finished runs) -> tables + figures; see `harness reproduce --help`. Anything else is a harness command.
+        if [ -f "harness/configs/experiments/$cmd.yaml" ]; then
+            exec "$PY" -m harness reproduce "$cmd" "$@"
+        fi
         exec "$PY" -m harness "$cmd" "$@"
         ;;
 esac

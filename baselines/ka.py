@@ -31,7 +31,7 @@ of the R sites of a batch:
   C_f = conv(C_s -> k C_t) + BN + ReLU (feature adapter), C_a = conv(C_s -> k C_t) with bias
   (affinity adapter): both trainable with the student.
 
-Readings (spec ``baselines-kd.md`` §3.5, open items 1 and 6):
+Readings (docs/readings.md#baselines-nodes, #baselines-levels):
 
 * **[R]** "conv" = a stride-1 ``SubMConv3d`` with kernel 3 on the voxel grid (the paper's 3 x 3
   convs; teacher and student share the sites, so no stride or resize) on Cylinder3D and MinkUNet;
@@ -70,10 +70,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.nodes import (ALL_LEVEL_TAPS, DEFAULT_MAX_NODES, Level, Sites, build_nodes, check_level,
+from baselines.nodes import (DEFAULT_MAX_NODES, Level, Sites, build_nodes, check_level,
                              default_cell_size, gather_sites)
 from harness.backbones.base import BackboneInput
-from harness.distill.base import BACKBONE_FAMILY, DistillContext, Distiller
+from harness.backbones.base import backbone_family
+from harness.distill.base import DistillContext, Distiller
 from harness.distill.losses import cosine_affinity, per_scan_mean
 from harness.distill.recorder import TapRecorder, TapValue
 from harness.sparse import SparseTensor, SubMConv3d
@@ -229,8 +230,6 @@ class KA(Distiller):
 
     method: ClassVar[str] = "ka"
     terms: ClassVar[tuple[str, ...]] = ("adaptation", "affinity")
-    student_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS  # an instance reads only its level's features
-    teacher_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS
 
     def __init__(self, context: DistillContext, coefficients: Mapping[str, float] | None = None, *,
                  level: Level = "voxel", kernel_size: int | None = None, latent_ratio: float = 0.5,
@@ -241,9 +240,9 @@ class KA(Distiller):
         super().__init__(context, coefficients)
         self.level = check_level(level)
         self.feature_tap = f"{level}_features"
-        self.student_taps = self.teacher_taps = (self.feature_tap,)  # type: ignore[misc]
+        self.student_taps = self.teacher_taps = (self.feature_tap,)
         if kernel_size is None:
-            point_wise = level == "point" or BACKBONE_FAMILY.get(context.backbone, context.backbone) == "SPVNAS"
+            point_wise = level == "point" or backbone_family(context.backbone) == "SPVNAS"
             kernel_size = 1 if point_wise else 3
         if level == "point" and kernel_size != 1:
             raise ValueError("KA at point level needs kernel_size=1 (points are not unique grid sites)")
@@ -357,7 +356,7 @@ class KA(Distiller):
         return self
 
     # ----------------------------------------------------------------------------------------- stage 2
-    def forward(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
+    def compute(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
                 batch: BackboneInput) -> dict[str, torch.Tensor]:
         if not bool(self.autoencoder_fitted):
             raise RuntimeError("KA's auto-encoder is not fitted: run KA.pretrain(teacher, loader) first "

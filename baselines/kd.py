@@ -14,7 +14,7 @@ S_b the sites of scan b and B' the scans that have sites::
 This is the harness's one output-distillation convention (:func:`harness.distill.losses.site_kl`):
 summed over the K classes, mean over sites; ``kl_class_reduction="mean"`` divides by K as well.
 
-Readings (spec ``baselines-kd.md`` §3.1, open items 3-4):
+Readings (docs/readings.md#baselines-levels, #kl-convention):
 
 * **[D]** ``temperature = 1`` (the segmentation codebases IFVD / CIRKD; Hinton's classification
   setting is 4), configurable; the T^2 factor keeps gradient scale across T (Hinton §2).
@@ -41,7 +41,7 @@ from typing import ClassVar, Mapping
 
 import torch
 
-from baselines.nodes import ALL_LEVEL_TAPS, Level, check_level, gather_sites
+from baselines.nodes import Level, check_level, gather_sites
 from harness.backbones.base import BackboneInput
 from harness.distill.base import DistillContext, Distiller
 from harness.distill.losses import KL_CLASS_REDUCTION, check_class_reduction, kl_divergence, site_kl
@@ -74,13 +74,11 @@ class KD(Distiller):
         ignore_logit: logit column dropped before the softmax, or None (default: keep all).
         kl_class_reduction: ``"sum"`` (default, the KL) or ``"mean"`` (divided by the number of classes).
 
-    ``forward`` reads ``{level}_logits`` (R, K) from both networks and returns ``{"kd": scalar}``.
+    ``compute`` reads ``{level}_logits`` (R, K) from both networks and returns ``{"kd": scalar}``.
     """
 
     method: ClassVar[str] = "kd"
     terms: ClassVar[tuple[str, ...]] = ("kd",)
-    student_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS  # an instance reads only its level's logits
-    teacher_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS
 
     def __init__(self, context: DistillContext, coefficients: Mapping[str, float] | None = None, *,
                  temperature: float = 1.0, level: Level = "voxel", ignore_logit: int | None = None,
@@ -93,9 +91,9 @@ class KD(Distiller):
         self.ignore_logit = ignore_logit
         self.kl_class_reduction = check_class_reduction(kl_class_reduction)
         self.logit_tap = f"{level}_logits"
-        self.student_taps = self.teacher_taps = (self.logit_tap,)  # type: ignore[misc]
+        self.student_taps = self.teacher_taps = (self.logit_tap,)
 
-    def forward(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
+    def compute(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
                 batch: BackboneInput) -> dict[str, torch.Tensor]:
         z_s = student[self.logit_tap].feats
         z_t = teacher[self.logit_tap].feats

@@ -26,7 +26,7 @@ As implemented:
   same mean over pairs and scans, so a batch of two scans gives the plain mean of the two.
 * No holistic (conditional WGAN-GP) term: PVD lists no coefficient for it.
 
-Readings (spec ``baselines-kd.md`` §3.2, open items 1, 4, 5):
+Readings (docs/readings.md#baselines-nodes, #baselines-levels):
 
 * **[R]** pixel term as KL (the official code takes the soft cross-entropy, which has the same
   gradient); mean over sites per scan, then over scans (the harness convention; the official
@@ -48,7 +48,7 @@ from typing import ClassVar, Mapping, Sequence
 
 import torch
 
-from baselines.nodes import (ALL_LEVEL_TAPS, DEFAULT_MAX_NODES, Level, NodeSet, Sites, build_nodes, check_level,
+from baselines.nodes import (DEFAULT_MAX_NODES, Level, NodeSet, Sites, build_nodes, check_level,
                              default_cell_size, gather_sites)
 from harness.backbones.base import BackboneInput
 from harness.distill.base import DistillContext, Distiller
@@ -93,8 +93,6 @@ class SKD(Distiller):
 
     method: ClassVar[str] = "skd"
     terms: ClassVar[tuple[str, ...]] = ("pixel", "pair")
-    student_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS  # an instance reads only its level's taps
-    teacher_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS
 
     def __init__(self, context: DistillContext, coefficients: Mapping[str, float] | None = None, *,
                  level: Level = "voxel", cell_size: Sequence[int] | None = None,
@@ -103,7 +101,7 @@ class SKD(Distiller):
         super().__init__(context, coefficients)
         self.level = check_level(level)
         self.logit_tap, self.feature_tap = f"{level}_logits", f"{level}_features"
-        self.student_taps = self.teacher_taps = (self.logit_tap, self.feature_tap)  # type: ignore[misc]
+        self.student_taps = self.teacher_taps = (self.logit_tap, self.feature_tap)
         cell = cell_size if cell_size is not None else default_cell_size(context.backbone)
         self.cell_size = tuple(int(s) for s in cell)
         self.max_nodes = int(max_nodes)
@@ -115,7 +113,7 @@ class SKD(Distiller):
         sites = gather_sites(self.level, batch, num_rows, device)
         return build_nodes(sites, self.cell_size, self.max_nodes, self.generator), sites
 
-    def forward(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
+    def compute(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
                 batch: BackboneInput) -> dict[str, torch.Tensor]:
         z_s = student[self.logit_tap].feats
         nodes, sites = self.nodes(batch, z_s.shape[0], z_s.device)

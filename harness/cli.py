@@ -78,9 +78,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         sequences = resolve_sequences(args.split, args.sequences or None)
         result = runner.evaluate_semantickitti(args.root, args.predictions, sequences)
     else:
-        from harness.data.nuscenes import evaluate_nuscenes
-
-        result = evaluate_nuscenes(args.root, args.predictions, version=args.version, eval_set=args.split or "val")
+        result = runner.evaluate_nuscenes(args.root, args.predictions, version=args.version, eval_set=args.split or "val")
     print(runner.format_table(result))
     if args.out:
         from harness.io import write_json_atomic
@@ -90,7 +88,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_profile(args: argparse.Namespace) -> int:
+def _cmd_timing(args: argparse.Namespace) -> int:
+    from harness.backbones.base import BACKBONES
+
+    if args.backbone not in BACKBONES:
+        raise InputError("--backbone", BACKBONES.unknown_message(args.backbone), "pass a registered backbone name")
     if args.what == "data":
         from harness.profiling.data import profile_data
 
@@ -120,7 +122,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
+def _cmd_predict(args: argparse.Namespace) -> int:
     from harness.engine.inference import run_eval
 
     result = run_eval(args.run, args.checkpoint, args.config, args.predictions_out, args.tta, args.split, args.device)
@@ -145,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=_cmd_gen_data)
 
     ev = sub.add_parser("evaluate", help="score prediction files with the official metric semantics")
-    ev.add_argument("--dataset", choices=["semantickitti", "nuscenes"], required=True)
+    from harness.data.datasets import DATASETS
+
+    ev.add_argument("--dataset", choices=DATASETS.names(), required=True)
     ev.add_argument("--root", type=Path, required=True, help="dataset root")
     ev.add_argument("--split", help="semantickitti: train|val|test; nuscenes: eval set (val, mini_val, ...)")
     ev.add_argument("--sequences", nargs="*", help="SemanticKITTI sequences (instead of --split)")
@@ -162,19 +166,24 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", help="cpu | cuda (default: cuda when available)")
     tr.set_defaults(func=_cmd_train)
 
-    evl = sub.add_parser("eval", help="evaluate a run and write predictions (SemanticKITTI submission layout)")
+    evl = sub.add_parser("predict", aliases=["eval"],
+                         help="run a trained model on a split: scores + predictions (SemanticKITTI submission layout); "
+                              "'eval' is the old name")
     evl.add_argument("--run", type=Path, help="run folder (config.yaml + checkpoints/last.pt)")
     evl.add_argument("--checkpoint", type=Path)
     evl.add_argument("--config", type=Path)
     evl.add_argument("--split", default="val")
     evl.add_argument("--predictions-out", type=Path, help="write OUT/sequences/NN/predictions/*.label")
-    evl.add_argument("--tta", action="store_true", help="4-flip test-time augmentation")
+    evl.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                     help="4-flip test-time augmentation (default: the run config's eval.tta)")
     evl.add_argument("--device")
-    evl.set_defaults(func=_cmd_eval)
+    evl.set_defaults(func=_cmd_predict)
 
-    prof = sub.add_parser("profile", help="time preprocessing (data) or a backbone (model)")
+    prof = sub.add_parser("timing", aliases=["profile"],
+                          help="time preprocessing (data) or a backbone (model); 'profile' is the old name "
+                               "(a run profile is --profile of reproduce)")
     prof.add_argument("what", choices=["data", "model"])
-    prof.add_argument("--backbone", choices=["cylinder3d", "minkunet", "spvcnn"], required=True)
+    prof.add_argument("--backbone", required=True, help="a registered backbone (harness/backbones: BACKBONES)")
     prof.add_argument("--scan", type=Path, required=True, help="a SemanticKITTI .bin scan")
     prof.add_argument("--label", type=Path, help="its .label file (data profiling)")
     prof.add_argument("--repeat", type=int, default=20)
@@ -186,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--backend", default="auto", choices=CHOICES[("model", "sparse_backend")],
                       help="model: auto|torchref|spconv|minkowski")
     prof.add_argument("--device", default="cpu", help="model: cpu or cuda")
-    prof.set_defaults(func=_cmd_profile)
+    prof.set_defaults(func=_cmd_timing)
 
     # reproduce / tables / check: experiments as data, the run store, reported numbers (harness/reproduce, harness/report)
     from harness.reproduce.cli import add_subcommands

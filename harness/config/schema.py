@@ -89,8 +89,8 @@ class DistillConfig:
 
 @dataclass
 class EvalConfig:
-    tta: bool = False                       # flip/rotation test-time augmentation (authors' test script)
-    distance_bins: str = "harness"          # harness | official
+    tta: bool = False                       # harness predict: 4-flip test-time augmentation (authors' test script)
+    distance_bins: str = "harness"          # harness | official: the per-distance bins the tables and figures show
 
 
 @dataclass

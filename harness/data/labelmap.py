@@ -79,7 +79,7 @@ class LabelMap:
         """Map raw semantic ids to learning ids (int64). Unknown raw ids raise :class:`InputError`.
 
         The official api silently maps ids missing from ``learning_map`` to 0 (and crashes on ids
-        >= 359); a harness should say so instead (datasets-eval spec §6.4).
+        >= 359); a harness should say so instead.
         """
         raw = np.asarray(raw_semantic).astype(np.int64, copy=False)
         lut = self.lut

@@ -2,11 +2,10 @@ r"""M2SKD: Multi-to-Single Knowledge Distillation (Qiu, Jiang, Zhang, Xue, Pu; a
 
 A teacher that sees the current scan *plus the previous scans' hard-class instances*
 (:func:`harness.data.fusion.fuse_hard_instances`) teaches a single-scan student at three levels:
-feature, logit and instance-aware affinity. Design reference ``../shared/specs/methods-pvd-m2skd.md``
-§3 (its ambiguity table M1-M7). Tags: **[V]** read in the authors' code skyshoumeng/M2SKD
+feature, logit and instance-aware affinity. Readings: docs/readings.md (``m2skd-*``). Tags: **[V]** read in the authors' code skyshoumeng/M2SKD
 (``network/segmentator_3d_asymm_spconv.py`` ``Asymm_3d_spconv.forward``; ``train_cylinder_asym.py``),
 **[R]** reading of the paper (abstract, Fig. 1), **[D]** harness default. The paper's equations
-could not be seen; the authors' snapshot is not runnable as released (spec §3.5), so it is evidence
+could not be seen; the authors' snapshot is not runnable as released, so it is evidence
 of loss forms and weights, not a reference implementation.
 
 Inputs. ``batch`` is the student's single-scan :class:`BackboneInput`; the teacher's fused scan is
@@ -25,7 +24,7 @@ Shared sites -- the places where both networks have a value:
   out. With identical augmentation every student voxel is shared (the fused scan is a superset);
   the match also covers sparse feature taps (stride > 1), whose coordinates both nets share.
 
-Terms (:meth:`M2SKD.forward` returns them **unweighted**; B scans; every reduction per scan, then
+Terms (:meth:`M2SKD.compute` returns them **unweighted**; B scans; every reduction per scan, then
 the mean over scans, except where the code form says otherwise):
 
 * ``feature`` -- feature representation distillation at the shared sites of the ``feature_taps``
@@ -33,7 +32,7 @@ the mean over scans, except where the code form says otherwise):
   (2, 2, 2) [V]). Per site the channel-mean squared difference
   :math:`e_v = \frac1D \lVert A f^S_v - f^T_v \rVert^2` (``A``: a trainable linear adapter when the
   widths differ [D], identity otherwise); mean over sites with ``e_v > feature_threshold``
-  (authors 1.0 [V]; default 0 = plain MSE [D, spec M3]); the mean over taps. Fig. 1 taps one encoder
+  (authors 1.0 [V]; default 0 = plain MSE [D, docs/readings.md#m2skd-feature-term]); the mean over taps. Fig. 1 taps one encoder
   and one decoder stage [R]: ``feature_taps=("encoder.0", "decoder.2")`` adds the first encoder
   stage. The authors' snapshot gathers at the fused pass's active sites, where the student's dense
   grid is 0 off its own sites -- those rows carry no gradient, so the shared sites are the same
@@ -45,14 +44,14 @@ the mean over scans, except where the code form says otherwise):
     :math:`\ell_v = \frac1C\sum_c p^T_{vc}\,\lvert\log(p^T_{vc}+10^{-6}) - \log(p^S_{vc}+10^{-6})\rvert`,
     averaged over the sites with ``ell_v > 0.01`` (``logit_threshold``; NaNs dropped). The ``1/C`` is
     the authors' ``torch.mean`` over classes, on which their weight 5.0 was set, so this form keeps it
-    (``kl_class_reduction`` None -> ``"mean"``; ``"sum"`` drops the 1/C);
-  - ``logit_form="kl"`` [D, spec M4]: :math:`\tau^2\,\mathrm{KL}(p^T\Vert p^S)` per site, the
-    harness's one KL convention (:func:`harness.distill.losses.site_kl`: summed over classes, mean
-    over sites; ``kl_class_reduction="mean"`` adds 1/C), tau = ``temperature`` (default 1), all
+    (``kl_class_reduction`` None -> ``"mean"``; ``"sum"`` drops the 1/C) [docs/readings.md#kl-convention];
+  - ``logit_form="kl"`` [D, docs/readings.md#m2skd-logit-form]: :math:`\tau^2\,\mathrm{KL}(p^T\Vert p^S)` per
+    site, the harness's one KL convention (:func:`harness.distill.losses.site_kl`: summed over classes,
+    mean over sites; ``kl_class_reduction="mean"`` adds 1/C), tau = ``temperature`` (default 1), all
     shared sites.
 * ``affinity`` -- instance-aware affinity distillation on the shared sites of hard classes:
 
-  - groups (``affinity_grouping``): ``"instance"`` (default) [R, spec M2] -- one group per (scan,
+  - groups (``affinity_grouping``): ``"instance"`` (default) [R, docs/readings.md#m2skd-affinity-groups] -- one group per (scan,
     class, instance id) of a hard class (instance id > 0); a voxel's (class, instance) is the
     majority pair of the student's points in it (ties: the smaller pair), so a group never mixes two
     instances. ``"class"`` [V, the authors' code] -- one group per hard class, pooled over the
@@ -76,25 +75,17 @@ the mean over scans, except where the code form says otherwise):
 
 Default coefficients (the authors' code, [V] ``diss_loss = mean(diss_loss) * 5. + mean(fea_loss) *
 .00 + aff_loss * 1.0``): ``logit`` 5.0, ``affinity`` 1.0, ``feature`` 0.0 (disabled in the snapshot;
-the recipe ``m2skd_student.yaml`` turns it on at 0.1 per spec M3 [D]). M2SKD is not in
-``coefficients.yaml`` (PVKD supplement Table 4), so ``method`` is empty for the base class and the
-defaults live in :data:`DEFAULT_COEFFICIENTS`; ``coefficients`` overrides them. In the code the
+the recipe ``m2skd_student.yaml`` turns it on at 0.1 per docs/readings.md#m2skd-feature-term [D]). M2SKD is not in
+``coefficients.yaml`` (PVKD supplement Table 4): its ``default_coefficients`` classmethod returns
+:data:`DEFAULT_COEFFICIENTS`; ``coefficients`` overrides them. In the code the
 student's own segmentation loss has weight 1 (CE + Lovász) [V].
 
 Tap shapes (Cylinder3D, c = init_size = 32, 20 classes): ``voxel_logits`` (M, 20), ``point_logits``
 (N, 20), ``decoder.2`` SparseTensor (M_2, 4c = 128) at stride (2, 2, 2), ``voxel_features`` (M, 128).
 M2SKD's student has the teacher's architecture (the authors share the weights), so widths agree.
 
-Teacher regime (spec M1). Default, as drawn in the paper's Fig. 1 [R]: a separately trained
-Cylinder3D teacher on fused scans (``m2skd_teacher.yaml``), frozen while the student learns
-(``m2skd_student.yaml``). The authors' code instead runs **one shared-weight network twice** [V]
-(single scan and fused scan), detaches the fused pass's outputs as targets, and trains the fused
-pass too with ``0.2 * CE`` restricted to the voxels whose fused label differs from the single-scan
-label (newly occupied or relabelled voxels). That variant is an *engine option*, not implemented
-here: the trainer would need (1) ``teacher = student`` (no frozen copy) with both passes under
-autograd, (2) tap recording of the two passes of one module (two recorders used in sequence),
-(3) a ``seg.fused_ce`` term weighted 0.2 on those voxels. This distiller already detaches every
-teacher value, so it can be reused unchanged for it.
+Teacher regime [docs/readings.md#m2skd-teacher]: a separately trained Cylinder3D teacher on fused scans
+(``m2skd_teacher.yaml``), frozen while the student learns (``m2skd_student.yaml``).
 """
 from __future__ import annotations
 
@@ -251,12 +242,16 @@ class M2SKD(SeededSampling, Distiller):
         seed: seed of the subset generator (None: torch's global RNG).
     """
 
-    method = ""        # not in coefficients.yaml: the base class must not look it up (see DEFAULT_COEFFICIENTS)
+    method = "m2skd"
     name = "m2skd"
     terms = TERMS
     student_taps = ("point_logits", "voxel_logits", "decoder.2")
     teacher_taps = ("point_logits", "voxel_logits", "decoder.2")
-    default_coefficients = DEFAULT_COEFFICIENTS
+
+    @classmethod
+    def default_coefficients(cls, backbone: str) -> dict[str, float]:
+        """M2SKD is not in PVKD's Table 4: the authors' defaults (:data:`DEFAULT_COEFFICIENTS`) for every backbone."""
+        return dict(DEFAULT_COEFFICIENTS)
 
     def __init__(
         self,
@@ -280,13 +275,7 @@ class M2SKD(SeededSampling, Distiller):
         hard_classes: Sequence[int] = HARD_CLASSES_SEMANTICKITTI,
         seed: int | None = 0,
     ) -> None:
-        super().__init__(context, None)
-        given = dict(coefficients or {})
-        unknown = sorted(set(given) - set(TERMS))
-        if unknown:
-            raise KeyError(f"m2skd: unknown coefficient(s) {unknown}; terms are {list(TERMS)}")
-        self.coefficients = {**DEFAULT_COEFFICIENTS, **{k: float(v) for k, v in given.items()}}
-        self.coefficient_overrides = sorted(k for k, v in given.items() if DEFAULT_COEFFICIENTS[k] != float(v))
+        super().__init__(context, coefficients)
 
         enabled = tuple(TERMS if components is None else components)
         bad = sorted(set(enabled) - set(TERMS))

@@ -1,101 +1,36 @@
-r"""PVD: Point-to-Voxel Knowledge Distillation (Hou, Zhu, Ma, Loy, Li, CVPR 2022).
+r"""PVD: Point-to-Voxel Knowledge Distillation (Hou, Zhu, Ma, Loy, Li, CVPR 2022), re-implemented from the
+paper and its supplementary material (the authors released no distillation code). Every choice the paper leaves
+open is an entry of ``docs/readings.md`` (anchors ``pvd-*``, ``kl-convention``); tags [V]/[R]/[D] as there.
 
-The authors never released their distillation code (cardwing/Codes-for-PVKD: "Currently, we only
-support vanilla training"); this is a re-implementation from the abstract, the Fig. 2 caption, the
-supplementary material (``../shared/papers/pvkd-supplement.txt``) and the design reference
-``../shared/specs/methods-pvd-m2skd.md`` §1. Tags as in the spec: **[V]** verified in a primary
-source, **[R]** reconstructed reading of the paper, **[D]** harness default (no value in any source
-seen); "A<n>" is the spec's ambiguity table §1.10.
-
-Loss (the trainer forms it; :meth:`PVD.forward` returns the four *unweighted* terms)::
+Loss (the trainer forms it; :meth:`PVD.compute` returns the four *unweighted* terms)::
 
     L = L_seg + alpha1 * out_point + alpha2 * out_voxel + beta1 * aff_point + beta2 * aff_voxel
 
-(alpha1, alpha2, beta1, beta2) come from the supplement's Table 4 per backbone [V]
-(``harness/distill/coefficients.yaml``), or from a row of its Table 2 (``coefficient_row``,
-:data:`TABLE2_ROWS` [V]), and explicit ``coefficients`` overrides win over both. Every term is
-reduced **per scan** and then averaged over the scans of the batch (a batch of two gives the mean of
-the two single-scan values), in float32 even under AMP; teacher tensors never carry a gradient.
+(alpha1, alpha2, beta1, beta2): supplement Table 4 per backbone, or a Table 2 row (``coefficient_row``)
+[docs/readings.md#pvd-coefficients]. Every term is reduced per scan, then averaged over the batch's scans.
 
-Terms as implemented (B scans; scan b has N_b points and V_b voxels; C logit columns incl. ignore)
-
-* ``out_point`` -- pointwise output distillation, on the ``point_logits`` taps (N, C):
+* ``out_point`` / ``out_voxel`` on ``point_logits`` (N, C) / voxel logits (V, C)
+  [docs/readings.md#kl-convention, #pvd-point-head, #pvd-voxel-logits]:
 
   .. math:: L^p_{out} = \frac1B\sum_b \frac{1}{N_b}\sum_{n\in b} \tau^2
             \sum_c p^T_{nc}\,(\log p^T_{nc} - \log p^S_{nc}),\qquad p = \mathrm{softmax}(z/\tau)
 
-  - KL(T || S), ``temperature`` tau = 1 with tau^2 scaling otherwise [D, A3];
-  - the harness's one KL convention (:func:`harness.distill.losses.site_kl`): summed over the C
-    classes, mean over sites (``1/N``), as KD and SKD's pixel term, so Table 4's coefficients of one
-    size act on terms of one size [R]; ``kl_class_reduction="mean"`` gives ``1/(N C)``, which
-    made these terms C = 20 times smaller than KD's at equal logits;
-  - every point takes part, ignore-labelled ones included (distillation needs no label) [D];
-    points without a voxel (``point_to_voxel == -1``: dropped by the cubic grid's training voxel
-    cap; their logits are placeholders) are skipped [D];
-  - without Cylinder3D's point refinement head the point logits are their voxel's logits and this
-    term is a point-count-weighted ``out_voxel`` [R, A1]: build the backbone with
-    ``point_refinement=True`` (its default).
-* ``out_voxel`` -- voxelwise output distillation: the same KL on voxel logits (V, C), mean over the
-  scan's voxels [R, A2]. Voxel logits (``voxel_logits_source``):
-
-  - Cylinder3D (``"auto"`` -> ``"native"``): the network's own ``voxel_logits`` (sparse head after
-    DDCM). Teacher and student voxelise the same input identically, so the voxel rows coincide [R].
-  - SPVCNN / MinkUNet (``"auto"`` -> ``"cylindrical"``) [D]: the scatter-mean of the point logits over
-    the cells of the *distillation grid*, i.e. the cylindrical 480 x 360 x 32 grid of the partition
-    computed from ``point_xyz``. In this harness the cubic nets' point logits are their 5 cm voxels'
-    logits gathered, so with their native voxel logits ``out_voxel`` would only re-weight
-    ``out_point``; cylindrical cells give the coarser, range-dependent aggregation of the paper's
-    "coarse-to-fine" pair. ``"native"`` uses the backbone's ``voxel_logits`` tap instead.
-* Supervoxels and sampling (:mod:`harness.distill.supervoxel`):
-
-  - partition: supervoxels of ``supervoxel_size`` = (120, 60, 8) voxels of the cylindrical grid
-    (size, not number of divisions: 4 x 6 x 4 = 96 per scan) [R, A5]; point supervoxels from the
-    points' cylindrical voxel index (Cylinder3D: ``point_coords``; cubic backbones: computed from
-    ``point_xyz`` with Cylinder3D's clip-and-floor rule; ``partition_from``); native voxels' from
-    their own cylindrical index (Cylinder3D) or from the centroid of their points (cubic) [D];
-  - weight ``W_i = f_class(N_minor_i) * f_dist(D_i)``, ``f_class = alpha_s exp(beta_s N_minor) + 1``
-    (supplement form [V]); ``alpha_s = 4``, ``beta_s = -2`` [D]: the middle of the supplement's
-    sensitivity grid alpha in {3, 4, 5, 6}, beta in {-1, -2, -3}, over which mIoU moved only 66.2-66.4;
-  - ``N_minor`` [R]: the log-normalised training frequency of the rarest labelled class present
-    (0 = the dataset's rarest class, 1 = its most frequent; 1 without labelled points). Because
-    beta < 0, f_class decreases with N_minor, so N_minor must be small where rare classes are: the
-    issue overrides the spec's A6 (count of distinct minority classes, which would give supervoxels
-    with *more* rare classes *less* weight). ``n_minor="mean"``: mean rarity of the labelled points.
-    Labels: ``point_labels`` (else ``voxel_labels``; with neither the class factor is 1). Class
-    frequencies: ``DistillContext.class_frequency``, which the trainer counts from the training
-    split's label files of the run's dataset root (:mod:`harness.data.class_frequency`, cached per
-    root; nuScenes from the devkit's lidarseg tables), or the ``class_frequency`` option (a list, or
-    ``"labelmap"``: the label map's shipped ``content``, SemanticKITTI only). Uniform frequencies are
-    an error: they would make f_class constant and the sampling silently distance-only;
-  - ``f_dist = 1 + D/R_max`` [D, A7 alternative; ``f_dist="linear"`` gives the spec's D/R_max], D the
-    radius of the supervoxel's centre, R_max = 50 m, the volume's outer radius;
-  - ``K`` = 5 supervoxels per scan drawn without replacement from the occupied ones,
-    ``torch.multinomial`` with a seeded generator (``seed``; None: torch's global RNG) [D, A8];
-  - strategies ``difficulty`` (default) / ``random`` / ``class_only`` / ``distance_only`` for the main
-    paper's sampling ablation [R].
-* ``aff_point`` / ``aff_voxel`` -- inter-point / inter-voxel affinity distillation [R]: in sampled
-  supervoxel k at most ``N_p`` points (``N_v`` voxels), a uniformly random subset when there are
-  more, the same rows for both nets [R]; cosine-similarity matrices of the penultimate features
-  (``point_features`` / ``voxel_features`` taps [R/D, A10]; the nets' widths may differ)
+  KL(T || S), tau = 1; the harness's one KL convention (:func:`harness.distill.losses.site_kl`: summed over
+  the C classes, mean over sites; ``kl_class_reduction="mean"`` gives 1/(N C)); points without a voxel
+  (``point_to_voxel == -1``) are skipped.
+* sampling (:mod:`harness.distill.supervoxel`): K supervoxels per scan with probability proportional to
+  ``W_i = f_class(N_minor_i) f_dist(D_i)`` [docs/readings.md#pvd-supervoxel-size, #pvd-n-minor, #pvd-f-dist,
+  #pvd-alpha-beta, #pvd-sampling]; class frequencies counted from the training split's label files
+  (:mod:`harness.data.class_frequency`) [docs/readings.md#class-frequencies]; uniform frequencies are an error.
+* ``aff_point`` / ``aff_voxel`` on the penultimate features of at most N_p points / N_v voxels per sampled
+  supervoxel, padding masked [docs/readings.md#pvd-members, #pvd-affinity-features]:
 
   .. math:: L_{aff} = \frac1B\sum_b \frac{1}{K_b}\sum_{k\in b} \frac{1}{n_k^2}\sum_{i,j\le n_k}
             (A^S_{k,ij} - A^T_{k,ij})^2,\qquad A_{k,ij} = \hat f_i\cdot\hat f_j
 
-  the spec's ``1/(K N_p^2)`` double sum with padded entries *masked* instead of zero-padded
-  (n_k = valid members, diagonal included) [D, A9]; K_b = sampled supervoxels of scan b with a
-  valid entry (e.g. a sampled supervoxel holding no voxel does not count). Rows with an all-zero
-  feature vector in either net have no direction and are masked like padding. Batched as
-  (B K, N_p, N_p) matrices, no loop over points: memory O(B K (N_p^2 + N_v^2)).
-  ``voxel_features_source``: ``"native"`` (default for every backbone: the ``voxel_features`` tap)
-  or ``"cylindrical"`` (scatter-mean of point features per cylindrical cell).
-
-Tap shapes (Cylinder3D teacher / 0.5x student, 20 classes): point_logits (N, 20), voxel_logits
-(M, 20), point_features (N, 64) for both (the refinement head's widths are not halved),
-voxel_features (M, 128) teacher / (M, 64) student.
-
-Defaults [D]: K = 5, N_p = N_v = 256 (the spec's starting values §1.6-1.7; the paper's are unknown).
-Every component can be switched off (``components``; supplement Table 3 [V], :data:`TABLE3_ROWS`);
-disabled terms are neither computed nor returned.
+Tap shapes (Cylinder3D teacher / 0.5x student, 20 classes): point_logits (N, 20), voxel_logits (M, 20),
+point_features (N, 64), voxel_features (M, 128) / (M, 64). ``components`` switches terms off (supplement
+Table 3, :data:`TABLE3_ROWS`).
 """
 from __future__ import annotations
 
@@ -104,9 +39,9 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from harness.backbones.base import BackboneInput
+from harness.backbones.base import BACKBONES, BackboneInput
 from harness.data.labelmap import load_label_map
-from harness.distill.base import DistillContext, Distiller, SeededSampling, paper_coefficients
+from harness.distill.base import DistillContext, Distiller, SeededSampling
 from harness.distill.losses import (KL_CLASS_REDUCTION, affinity_distance, check_class_reduction, cosine_affinity,
                                     has_direction, per_scan_mean, site_kl)
 from harness.distill.recorder import TapValue
@@ -121,7 +56,7 @@ __all__ = ["PVD", "TABLE2_ROWS", "TABLE3_ROWS", "BatchGeometry", "SupervoxelSamp
 TERMS = ("out_point", "out_voxel", "aff_point", "aff_voxel")
 
 #: PVKD supplementary material, Table 2 "Performance of using different loss coefficients for PVD"
-#: (Cylinder3D_0.5x student, SemanticKITTI val; ``../shared/papers/pvkd-supplement.txt``), transcribed
+#: (Cylinder3D_0.5x student, SemanticKITTI val; PVKD supplementary material), transcribed
 #: exactly: (alpha1, alpha2, beta1, beta2, mIoU). Row 6 equals the Cylinder3D row of Table 4.
 TABLE2_ROWS: tuple[tuple[float, float, float, float, float], ...] = (
     (0.1, 0.1, 0.1, 0.1, 65.2),
@@ -228,11 +163,9 @@ class PVD(SeededSampling, Distiller):
         voxel_features_source: str = "auto",
         seed: int | None = 0,
     ) -> None:
+        if coefficient_row is not None:  # a Table 2 row replaces the Table 4 values; explicit ones win
+            coefficients = {**table2_coefficients(coefficient_row), **dict(coefficients or {})}
         super().__init__(context, coefficients)
-        if coefficient_row is not None:
-            table4 = paper_coefficients(self.method, context.backbone)
-            self.coefficients = {**table4, **table2_coefficients(coefficient_row), **dict(coefficients or {})}
-            self.coefficient_overrides = sorted(k for k, v in self.coefficients.items() if table4.get(k) != v)
         enabled = tuple(TERMS if components is None else components)
         unknown = sorted(set(enabled) - set(TERMS))
         if unknown:
@@ -253,7 +186,7 @@ class PVD(SeededSampling, Distiller):
         if isinstance(grid, str):
             _check_choice("grid", grid, tuple(_GRIDS))
             grid = _GRIDS[grid]()
-        cylinder = context.backbone == "cylinder3d"
+        cylinder = BACKBONES.get(context.backbone).grid == "cylindrical"
 
         self.temperature = float(temperature)
         self.kl_class_reduction = kl_class_reduction

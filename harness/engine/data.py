@@ -18,7 +18,7 @@ from harness.config.load import expand_env
 from harness.config.schema import RunConfig
 from harness.engine.dist import DistInfo
 from harness.errors import InputError
-from harness.voxelize import voxelize_for_backbone
+from harness.backbones.base import voxelize_for_backbone
 
 
 SPLITS = ("train", "val", "test")

@@ -3,8 +3,8 @@
 * Cylinder3D (``train_cyl_sem.py``): ``CrossEntropyLoss(ignore_index=0)`` + Lovasz-softmax
   (``ignore=0``) on the dense (B, 20, 480, 360, 32) logits. Empty voxels carry label 0 and are ignored,
   so computing both on the active voxels only is the same loss without the 442 MB dense tensor
-  (backbones spec §1.1.1). With the point refinement head, the same pair on point logits
-  (methods spec §1.9 [R]).
+  (Cylinder3D's recipe). With the point refinement head, the same pair on point logits
+  (docs/readings.md#cylinder3d-point-loss [R]).
 * spvnas (``core/builder.py``): ``CrossEntropyLoss(ignore_index=255)`` only.
 
 Targets are logit columns (``learning_ids_to_targets``): the ignored class maps to -1.

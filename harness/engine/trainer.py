@@ -20,7 +20,6 @@ import inspect
 import math
 import random
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -29,14 +28,14 @@ from torch import nn
 from harness.backbones.base import BACKBONES, BackboneInput, label_offset, learning_ids_to_targets, logits_to_learning_ids
 from harness.config.load import config_from_dict, config_hash, read_yaml_file
 from harness.config.schema import ModelConfig, RunConfig
-from harness.data.labelmap import load_label_map
-from harness.distill.recorder import TapRecorder
+from harness.data.datasets import dataset_spec
+from harness.distill.recorder import TapRecorder, unwrap
 from harness.engine.checkpoint import load_checkpoint, load_model_weights, model_identity, save_checkpoint, set_rng_state
 from harness.engine.data import build_loader, move
 from harness.engine.dist import DistInfo, all_reduce_sum, barrier, init_distributed
 from harness.engine.losses import segmentation_loss, weighted_total
 from harness.errors import InputError
-from harness.evaluate.runner import Accumulator
+from harness.evaluate.runner import Accumulator, accumulate
 from harness.runs.store import RunStore, run_dir_for
 from harness.sparse.selection import describe_backend, set_backend
 
@@ -52,14 +51,8 @@ def build_model(model_cfg: ModelConfig, dataset: str = "semantickitti") -> nn.Mo
     """The backbone with the dataset's class count: Cylinder3D's head includes the ignored class
     (20 / 17 outputs, label_offset 0); spvnas heads leave it out (19 / 16 outputs, label_offset 1)."""
     cls = BACKBONES.get(model_cfg.backbone)
-    num_classes = load_label_map("nuscenes" if dataset == "nuscenes" else "semantickitti").num_classes
-    kwargs: dict[str, Any] = {"width": model_cfg.width}
-    if model_cfg.backbone == "cylinder3d":
-        kwargs["legacy_spconv1_keys"] = model_cfg.legacy_spconv1_keys
-        kwargs["num_classes"] = num_classes
-    else:
-        kwargs["num_classes"] = num_classes - 1
-    model = cls(**kwargs)
+    num_classes = dataset_spec(dataset).num_classes
+    model = cls.build(num_classes, model_cfg.width, **{key: getattr(model_cfg, key) for key in cls.config_options})
     set_backend(model, model_cfg.sparse_backend)
     return model
 
@@ -109,7 +102,8 @@ class Trainer:
         seed_everything(cfg.train.seed + self.info.rank)
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
-        self.label_map = load_label_map("nuscenes" if cfg.data.dataset == "nuscenes" else "semantickitti")
+        self.dataset = dataset_spec(cfg.data.dataset)
+        self.label_map = self.dataset.label_map
         self.model = build_model(cfg.model, cfg.data.dataset).to(self.device)
         if cfg.model.init_checkpoint:
             load_model_weights(self.model, cfg.model.init_checkpoint, model_identity(cfg.model, cfg.data.dataset))
@@ -168,8 +162,9 @@ class Trainer:
         cls = DISTILLERS.get(self.cfg.distill.method)
         batch = move(next(iter(self.train_loader)), self.device)
         widths: dict[str, dict[str, int]] = {}
-        for name, net, taps in (("student", self.model, cls.student_taps), ("teacher", self.teacher, cls.teacher_taps)):
-            recorder = TapRecorder(net, taps)
+        # every tap the backbones offer: the distiller (built next) picks its own taps and may size adapters from them
+        for name, net in (("student", self.model), ("teacher", self.teacher)):
+            recorder = TapRecorder(net, tuple(unwrap(net).tap_points))
             with torch.no_grad(), recorder:
                 net(batch.extras.get("teacher_input", batch) if name == "teacher" else batch)
             recorder.remove()
@@ -366,21 +361,20 @@ class Trainer:
         from tqdm import tqdm
 
         self.model.eval()
-        convention = "nuscenes" if self.cfg.data.dataset == "nuscenes" else "semantickitti"
-        acc = Accumulator(self.label_map, convention)
-        for batch in tqdm(self.val_loader, desc="eval", leave=False, **self._progress_kwargs()):
-            batch = move(batch, self.device)
-            pred = logits_to_learning_ids(self.model(batch).point_logits, self.offset).cpu().numpy()
-            if convention == "nuscenes":  # the devkit forbids predicting the ignored class
-                pred = np.maximum(pred, 1)
-            gt = batch.point_labels.cpu().numpy()
-            xyz = batch.point_xyz.cpu().numpy()
-            owner = batch.point_batch.cpu().numpy()
-            for b in range(batch.batch_size):
-                # only the target scan's own points (fused points follow them and are never scored)
-                m = np.flatnonzero(owner == b)[: batch.extras["num_original"][b]]
-                acc.add(xyz[m], gt[m], pred[m])
-        return acc.all_reduce()
+
+        def triples():
+            for batch in tqdm(self.val_loader, desc="eval", leave=False, **self._progress_kwargs()):
+                batch = move(batch, self.device)
+                pred = logits_to_learning_ids(self.model(batch).point_logits, self.offset).cpu().numpy()
+                gt = batch.point_labels.cpu().numpy()
+                xyz = batch.point_xyz.cpu().numpy()
+                owner = batch.point_batch.cpu().numpy()
+                for b in range(batch.batch_size):
+                    # only the target scan's own points (fused points follow them and are never scored)
+                    m = np.flatnonzero(owner == b)[: batch.extras["num_original"][b]]
+                    yield xyz[m], gt[m], pred[m]
+
+        return accumulate(triples(), self.dataset).all_reduce()
 
     def finish(self) -> dict:
         acc = self.evaluate()
@@ -405,6 +399,7 @@ class Trainer:
             "macs_per_scan": macs, "sparse_backend": describe_backend(self.model, self.device),
             "legacy_spconv1_keys": getattr(self.model, "legacy_spconv1_keys", None),
             "epochs": self.cfg.train.epochs, "global_steps": self.global_step, "eval_level": "point",
+            "distance_bins": self.cfg.eval.distance_bins,  # the per-distance mode the tables and figures show
         })
         self.store.write_confusion(acc.counts, acc.by_distance)
         self.store.write_metrics(metrics)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.reproduce.spec import Experiment, RunSpec
+from harness.config.experiment import Experiment, RunSpec
 from harness.report.collect import RunResult, summarize
 from harness.report.tables import Cell, TableModel, delta, mean_std, num, text
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.reproduce.spec import Experiment
+from harness.config.experiment import Experiment
 from harness.report.collect import RunResult, summarize
 from harness.report.tables import DEMO_BANNER, banner_for
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from harness.reproduce.spec import Experiment
+from harness.config.experiment import Experiment
 from harness.report.collect import RunResult, Summary, all_runs, summarize
 from harness.report.reference import Reference
 
@@ -177,14 +177,12 @@ def methods_table(exp: Experiment, results: list[RunResult], ref: Reference, dem
     notes = _common_notes(ref, exp, stale_any)
     notes.append("MACs: GMACs per scan. Paper: Table 1 prints MACs only for the teachers and the plain 0.5× students. "
                  "Ours: counted on the first validation scan (kernel-map pairs x C_in x C_out), so they scale with its size.")
-    if exp.table == "main":
-        for key, label in (("main.semantickitti_test.pvd", "Cylinder3D_0.5× + PVD"), ("main.semantickitti_test.teacher", "Cylinder3D")):
-            v = ref.get(key)
-            if v is not None:
-                notes.append(f"Reference only (SemanticKITTI test leaderboard, not reproduced by a val run): {label} {v.text} "
-                             f"({v.row['source']} line {v.row['line']}).")
-        notes.append("SemanticKITTI val rows of the Cylinder3D teacher and plain student were not retrieved from the main "
-                     "paper (spec §2.6); Table 3's no-distillation row (63.1) is presumably the student but is not used here.")
+    for key, label in exp.reference_only.items():
+        v = ref.get(key)
+        if v is not None:
+            notes.append(f"Reference only (not reproduced by a val run): {label} {v.text} "
+                         f"({v.row['source']}, {v.row['table']}).")
+    notes += exp.table_notes
     return TableModel(exp.table, exp.title, columns, rows, "llrrrrrrc", starts, notes, DEMO_BANNER if _demo(results, demo) else None)
 
 
@@ -249,7 +247,8 @@ def coefficient_table(exp: Experiment, ref: Reference, output_root: str | Path, 
     """Table 4 from the coefficients our runs used, diffed against the paper."""
     import yaml
 
-    from harness.distill.base import BACKBONE_FAMILY, COEFFICIENT_FILE
+    from harness.backbones.base import backbone_family
+    from harness.distill.base import COEFFICIENT_FILE
 
     code = yaml.safe_load(COEFFICIENT_FILE.read_text())["coefficients"]
     runs = [m for m in all_runs(output_root) if m.get("method")]
@@ -268,7 +267,7 @@ def coefficient_table(exp: Experiment, ref: Reference, output_root: str | Path, 
         for r in [x for x in paper_rows if x["backbone"] == bb]:
             method, term = r["method"], r["metric"].split(".", 1)[1]
             paper = float(r["value"])
-            family = BACKBONE_FAMILY.get(bb, bb)
+            family = backbone_family(bb)
             code_v = code.get(method, {}).get(family, {}).get(term)
             used = sorted({float(m["coefficients"][term]) for m in runs
                            if m.get("backbone") == bb and m.get("method") == method and term in (m.get("coefficients") or {})
@@ -344,7 +343,7 @@ def per_class_tables(exp: Experiment, results: list[RunResult], ref: Reference, 
             notes.append(f"Bold: {', '.join(c for c in classes if c in highlight)} (highlighted by the experiment).")
         if any(kind == "delta" for kind, _ in getters):
             notes.append("Paper per-class rows: nuScenes val, confidence \"corroborated\" (third-party copies of PVKD's "
-                         "table, spec §2.3). Δ = Ours − Paper.")
+                         "table). Δ = Ours − Paper.")
         gname = exp.groups.get(group, group)
         out.append(TableModel(f"{exp.table}_{group}_per_class" if group else f"{exp.table}_per_class",
                               f"{exp.title} — {gname + ': ' if gname else ''}IoU per class", columns, rows,
@@ -414,6 +413,8 @@ def _escape_md(s: str) -> str:
 
 
 def to_markdown(t: TableModel) -> str:
+    import pandas as pd
+
     lines = [f"## {t.title}", ""]
     if t.banner == DEMO_BANNER:
         lines += [f"> **{t.banner}.** Generated data and minute-long schedules: these numbers only show that the "
@@ -421,12 +422,11 @@ def to_markdown(t: TableModel) -> str:
     elif t.banner:
         lines += [f"> **{t.banner}.** These numbers measure what each method does at CPU scale on the harness's "
                   "generated scans; they are never the paper's.", ""]
-    header = [_escape_md(c.md) for c in t.columns]
-    aligns = [":---" if a in "l" else (":---:" if a == "c" else "---:") for a in t.align]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join(aligns) + "|")
-    for row in t.rows:
-        lines.append("| " + " | ".join(_escape_md(c.md) for c in row) + " |")
+    frame = pd.DataFrame([[_escape_md(c.md) for c in row] for row in t.rows],
+                         columns=[_escape_md(c.md) for c in t.columns])
+    aligns = ["left" if a == "l" else ("center" if a == "c" else "right") for a in t.align]
+    # tabulate's "pipe" format; every cell is already text (numbers formatted by the table model)
+    lines.append(frame.to_markdown(index=False, tablefmt="pipe", colalign=aligns, disable_numparse=True))
     lines.append("")
     lines += [f"- {n}" for n in t.notes]
     return "\n".join(lines) + "\n"

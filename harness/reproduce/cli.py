@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness.errors import InputError
 from harness.reproduce.plan import Plan, build_plan, env_vars, format_plan, missing_env
-from harness.reproduce.spec import EXPERIMENT_DIR, Experiment, Profile, available, load_experiment, load_profile
+from harness.config.experiment import EXPERIMENT_DIR, Experiment, Profile, available, load_experiment, load_profile
 
 
 def _experiments(names: list[str] | None) -> list[Experiment]:
@@ -18,7 +18,7 @@ def _experiments(names: list[str] | None) -> list[Experiment]:
 
 
 def _store_has_runs(profile: Profile) -> bool:
-    from harness.reproduce.plan import SEED_DIR
+    from harness.runs.store import SEED_DIR
 
     return any(SEED_DIR.match(p.parent.name) for p in Path(profile.output_root).glob("*/*/*/seed*/metrics.json"))
 
@@ -52,7 +52,7 @@ def _header(verb: str, experiments: list[Experiment], profile: Profile, why: str
 
 def render(plan: Plan, echo=print) -> list[Path]:
     """Collect finished runs of the plan and write tables + figures; returns the files written."""
-    from harness.report.collect import collect
+    from harness.reproduce.collect import collect
     from harness.report.figures import write_figures
     from harness.report.reference import load_reference
     from harness.report.tables import build_tables, write_tables
@@ -70,9 +70,9 @@ def render(plan: Plan, echo=print) -> list[Path]:
 
 def real_eval_step(plan: Plan, echo=print) -> list[Path]:
     """Profiles with a regression baseline (cpu-bench): score their teachers on the real labelled scans
-    (harness/report/real_eval.py) unless the written result already covers them; skipped with the reason printed."""
-    from harness.report.real_eval import evaluate_real, up_to_date, write_real
-    from harness.report.regression import REGRESSION_PROFILES
+    (harness/reproduce/real_eval.py) unless the written result already covers them; skipped with the reason printed."""
+    from harness.reproduce.real_eval import evaluate_real, up_to_date, write_real
+    from harness.reproduce.regression import REGRESSION_PROFILES
 
     if plan.profile.name not in REGRESSION_PROFILES:
         return []
@@ -88,7 +88,7 @@ def real_eval_step(plan: Plan, echo=print) -> list[Path]:
 
 
 def cmd_real_eval(args: argparse.Namespace) -> int:
-    from harness.report.real_eval import evaluate_real, write_real
+    from harness.reproduce.real_eval import evaluate_real, write_real
 
     experiments = _experiments(args.table or ["table1"])
     profile, why = resolve_profile(args.profile, experiments)
@@ -189,7 +189,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from harness.report.check import compare, format_report, not_applicable_message
-    from harness.report.collect import collect
+    from harness.reproduce.collect import collect
     from harness.report.reference import load_claims, load_reference
 
     experiments = _experiments(args.table)
@@ -204,7 +204,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         if not Path(args.store).is_dir():
             raise InputError(args.store, "run store not found", "pass the folder that reproduce wrote its runs into")
         profile = dataclasses.replace(profile, output_root=str(args.store))
-    from harness.report.regression import REGRESSION_PROFILES
+    from harness.reproduce.regression import REGRESSION_PROFILES
 
     for flag in ("write_expected", "store"):
         if getattr(args, flag, None) and profile.name not in REGRESSION_PROFILES:
@@ -226,11 +226,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _check_regression(args: argparse.Namespace, experiments: list[Experiment], profile: Profile, why: str,
                       committed_root: str) -> int:
-    """The profile's own regression check against its committed expected values (harness/report/regression.py);
+    """The profile's own regression check against its committed expected values (harness/reproduce/regression.py);
     ``--write-expected`` writes them from the finished run store instead. The expected values live next to the
     committed store (``results/<profile>/expected.json``) whatever ``--store`` points at."""
-    from harness.report.collect import collect
-    from harness.report.regression import EXPECTED_NAME, compare_expected, format_drifts, read_expected, write_expected
+    from harness.reproduce.collect import collect
+    from harness.reproduce.regression import EXPECTED_NAME, compare_expected, format_drifts, read_expected, write_expected
 
     path = Path(committed_root).parent / EXPECTED_NAME
     plan = build_plan(experiments, profile, discover_seeds=True)
@@ -290,5 +290,5 @@ def add_subcommands(sub) -> None:  # noqa: ANN001 - argparse's private subparser
     real.add_argument("--profile", default="cpu-bench", help="profile whose teachers to score (default: cpu-bench)")
     real.add_argument("--crop", default="train", choices=["train", "full"],
                       help="train: the nearest data.max_points points, as in training (default); full: the whole scan")
-    real.add_argument("--real", help="folder holding semantickitti/ (default: $PVKD_REAL_DATA, else ../shared/data/real)")
+    real.add_argument("--real", help="folder holding semantickitti/ (default: $PVKD_REAL_DATA)")
     real.set_defaults(func=cmd_real_eval)

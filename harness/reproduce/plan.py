@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness.errors import InputError
-from harness.reproduce.spec import Experiment, Profile, RunSpec, override_args
+from harness.config.experiment import Experiment, Profile, RunSpec, override_args
+from harness.runs.store import SEED_DIR
 
 STATUSES = ("done", "resume", "restart", "new", "stale")
-SEED_DIR = re.compile(r"^seed(\d+)$")
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from harness.errors import InputError
 from harness.io import atomic_path, write_json_atomic, write_text_atomic
 
 METRICS_SCHEMA_VERSION = 1
+SEED_DIR = re.compile(r"^seed(\d+)$")  # a result folder; ``seed<k>.replaced-<hash>`` is history
 
 
 def run_dir_for(cfg: RunConfig) -> Path:

@@ -24,7 +24,7 @@ from harness.voxelize.cubic import cubic_voxelize
 from harness.voxelize.cylindrical import CylindricalGrid, cylindrical_voxelize
 
 GOLDEN = Path(__file__).parent / "golden" / "pvd.json"
-SUPPLEMENT = Path(__file__).resolve().parents[3] / "shared" / "papers" / "pvkd-supplement.txt"
+SUPPLEMENT = Path(os.environ.get("PVKD_PAPER_TEXTS") or "/nonexistent: set PVKD_PAPER_TEXTS") / "pvkd-supplement.txt"
 KITTI = load_label_map("semantickitti")
 FREQ = torch.tensor(KITTI.content, dtype=torch.float32)
 MOTORCYCLIST, VEGETATION, ROAD, CAR = (KITTI.class_names.index(n)

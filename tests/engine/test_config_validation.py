@@ -9,7 +9,7 @@ import pytest
 from harness.cli import main
 from harness.config.load import PAPER_STORE, load_config, validate_distill
 from harness.errors import InputError
-from harness.reproduce.spec import load_profile
+from harness.config.experiment import load_profile
 
 
 @pytest.mark.parametrize("override, key", [

@@ -51,13 +51,17 @@ def test_run_leaves_every_file(tiny_kitti, tmp_path, recipe):
 class PlaceholderMSE(Distiller):
     """Test-only distiller: MSE between student and teacher point logits."""
 
+    @classmethod
+    def default_coefficients(cls, backbone):
+        return {}  # not a paper method: no Table 4 entry
+
     student_taps = ("point_logits", "voxel_features")
     teacher_taps = ("point_logits", "voxel_features")
     terms = ("mse",)
     calls = 0
     nan_after: int | None = None
 
-    def forward(self, student, teacher, batch):
+    def compute(self, student, teacher, batch):
         PlaceholderMSE.calls += 1
         assert not teacher["point_logits"].feats.requires_grad
         assert student["point_logits"].feats.requires_grad

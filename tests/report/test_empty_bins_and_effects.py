@@ -17,15 +17,15 @@ import pytest
 from harness.data.labelmap import load_label_map
 from harness.evaluate.runner import Accumulator, format_table
 from harness.reproduce.plan import build_plan
-from harness.reproduce.spec import load_experiment, load_profile
+from harness.config.experiment import load_experiment, load_profile
 from harness.report import figures
-from harness.report.collect import collect
+from harness.reproduce.collect import collect
 from harness.report.effects import class_deltas, paired, plain_student
 from harness.report.reference import load_reference
 from harness.report.tables import build_tables, to_latex, to_markdown
 
 from .conftest import fabricate, write_profile
-from .test_tables_check_figures import check_latex
+from .test_tables_check_figures import cells, check_latex
 
 
 def md_cells(md: str, first: str, col: int = 0) -> list[str]:
@@ -190,8 +190,8 @@ def test_generated_profile_writes_the_heatmap(bench_profile, tmp_path):
     md = to_markdown(next(m for m in build_tables(plan.experiments[0], one_seed, load_reference(),
                                                   plan.profile.output_root, profile="cpu-bench")
                           if m.name == "table1_vs_student"))
-    pvd = [ln for ln in md.splitlines() if "| + PVD |" in ln][-1]               # the MinkowskiNet block
-    assert [c.strip() for c in pvd.strip("|").split("|")][4:8] == ["+5.0", "—", "—", "n/a"]
+    pvd = [ln for ln in md.splitlines() if "+ PVD" in cells(ln)][-1]               # the MinkowskiNet block
+    assert cells(pvd)[4:8] == ["+5.0", "—", "—", "n/a"]
     assert "Fewer than 3 seeds for" in md
     names = sorted(p.name for p in files)
     assert "table1_minkunet_per_class_vs_student.png" in names and "table1_minkunet_per_class_vs_student.pdf" in names

@@ -6,7 +6,7 @@ import pytest
 from harness.cli import main
 from harness.errors import InputError
 from harness.reproduce.plan import build_plan
-from harness.reproduce.spec import load_experiment, load_profile
+from harness.config.experiment import load_experiment, load_profile
 
 
 @pytest.mark.parametrize("line, match", [

@@ -17,7 +17,7 @@ from harness.cli import main
 from harness.data.labelmap import load_label_map
 from harness.data.semantickitti import read_label_file, read_points, split_label
 from harness.engine.data import nearest_points
-from harness.report.real_eval import MIN_POINTS, real_scans
+from harness.reproduce.real_eval import MIN_POINTS, real_scans
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_POINTS = 800

@@ -1,8 +1,8 @@
 """Teachers trained on generated data, scored on real labelled SemanticKITTI scans: a sanity check of the
 generator's realism (``harness real-eval``; ``reproduce --profile cpu-bench`` runs it after the tables).
 
-Real scans: every labelled SemanticKITTI scan under ``$PVKD_REAL_DATA`` (default ``../shared/data/real`` next to
-the repository) -- ``<dir>/velodyne/<frame>.bin`` with ``<dir>/labels/<frame>.label`` in the ``semantickitti*``
+Real scans: every labelled SemanticKITTI scan under ``$PVKD_REAL_DATA`` (a setting; no default) --
+``<dir>/velodyne/<frame>.bin`` with ``<dir>/labels/<frame>.label`` in the ``semantickitti*``
 folders, at least :data:`MIN_POINTS` points (the 50-point mmdet3d excerpt is left out). Without them the step is
 skipped with the reason printed.
 
@@ -35,9 +35,10 @@ LABEL = "trained on generated data"
 RESULT_NAME = "real_scans"
 
 
-def real_data_root() -> Path:
-    """``$PVKD_REAL_DATA``, else ``../shared/data/real`` next to the repository (the tests' setting)."""
-    return Path(os.environ.get("PVKD_REAL_DATA", REPO_ROOT.parent / "shared" / "data" / "real"))
+def real_data_root() -> Path | None:
+    """``$PVKD_REAL_DATA`` (the folder holding ``semantickitti/``), or None when the setting is absent."""
+    value = os.environ.get("PVKD_REAL_DATA")
+    return Path(value) if value else None
 
 
 def real_scans(root: Path) -> list[tuple[Path, Path]]:
@@ -71,7 +72,9 @@ def teachers(plan: Plan) -> list:
     return [r for r in plan.runs if r.key in needed]
 
 
-def skip_reason(plan: Plan, root: Path) -> str | None:
+def skip_reason(plan: Plan, root: Path | None) -> str | None:
+    if root is None:
+        return "PVKD_REAL_DATA is not set (set it to the folder holding semantickitti/)"
     if not root.is_dir():
         return f"no real data at {root} (set PVKD_REAL_DATA to the folder holding semantickitti/)"
     if not real_scans(root):
