@@ -76,7 +76,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if not args.split and not args.sequences:
             raise InputError("--split/--sequences", "no sequences chosen", "pass --split val or --sequences 08 ...")
         sequences = resolve_sequences(args.split, args.sequences or None)
-        result = runner.evaluate_semantickitti(args.root, args.predictions, sequences)
+        from harness.engine.data import LABEL_MAPS
+
+        result = runner.evaluate_semantickitti(args.root, args.predictions, sequences, LABEL_MAPS[args.label_map])
     else:
         from harness.data.nuscenes import evaluate_nuscenes
 
@@ -153,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="semantickitti: PRED/sequences/NN/predictions/*.label; nuscenes: PRED/lidarseg/<set>/*.bin")
     ev.add_argument("--version", default="v1.0-trainval", help="nuScenes table version")
     ev.add_argument("--out", type=Path, help="write metrics JSON here")
+    ev.add_argument("--label-map", choices=["official", "spvnas"], default="official",
+                    help="SemanticKITTI ground-truth mapping (spvnas: the MinkUNet/SPVCNN recipes' data.label_map)")
     ev.set_defaults(func=_cmd_evaluate)
 
     tr = sub.add_parser("train", help="train a teacher, a student, or a distilled student")

@@ -118,7 +118,7 @@ def test_nuscenes_run_uses_the_16_class_head(tmp_path_factory, tmp_path, recipe,
     generate_nuscenes(root, scans=10, seed=2)  # 10 key frames cover every v1.0-mini scene (the devkit splits need them)
     cfg = load_config(f"{RECIPES}/{recipe}.yaml", [
         f"data.root={root}", "data.dataset=nuscenes", "data.version=v1.0-mini", "data.max_points=3000",
-        "train.epochs=1", "train.batch_size=1", "train.max_steps_per_epoch=1", f"output_root={tmp_path}", "name=nu"])
+        "train.epochs=1", "train.global_batch_size=1", "train.max_steps_per_epoch=1", f"output_root={tmp_path}", "name=nu"])
     trainer = Trainer(cfg, device="cpu")
     head = trainer.model.cylinder_3d_spconv_seg.logits if recipe.startswith("cylinder3d") else trainer.model.classifier[0]
     assert (head.out_channels if hasattr(head, "out_channels") else head.out_features) == outputs
