@@ -92,9 +92,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     profile, why = resolve_profile(args.profile, experiments)
     if args.seeds < 1:
         raise InputError("--seeds", f"{args.seeds}", "ask for at least one seed")
+    if args.gpus < 1:
+        raise InputError("--gpus", f"{args.gpus}", "ask for at least one GPU (1 trains without torchrun)")
     plan = build_plan(experiments, profile, seeds=range(args.seeds))
     print(_header("reproduce", experiments, profile, why))
-    print(format_plan(plan))
+    print(format_plan(plan, gpus=args.gpus))
     if args.dry_run:
         print("dry run: nothing generated, trained or rendered")
         return 0
