@@ -89,3 +89,19 @@ def test_dry_run_plan_shows_batch_lr_and_scaling(monkeypatch, capsys, tmp_path):
         by_backbone.setdefault(folder.split("/")[3], set()).add(tuple(row[i - 5:i]))
     assert by_backbone["cylinder3d"] == {("8", "1", "8", "0.004", "scaled")}
     assert by_backbone["minkunet"] == by_backbone["spvcnn"] == {("8", "2", "16", "0.24", "original")}
+
+
+def test_table_notes_name_scaled_recipes_and_the_scored_checkpoint(tmp_path):
+    from harness.report.collect import RunResult
+    from harness.report.tables import recipe_notes
+
+    scaled = {"world_size": 8, "per_process_batch": 1, "global_batch": 8, "lr": 0.004, "recipe_global_batch": 2,
+              "recipe_lr": 0.001, "status": "scaled", "rule": "linear"}
+    original = dict(scaled, per_process_batch=2, global_batch=16, lr=0.24, recipe_global_batch=16, recipe_lr=0.24,
+                    status="original", rule="none")
+    runs = [RunResult("main", i, "g", label, None, 0, tmp_path, {"recipe": rc, "scored_checkpoint": "best"}, True, 50.0,
+                      None) for i, label, rc in (("a", "Cylinder3D", scaled), ("b", "MinkUNet", original))]
+    notes = recipe_notes(runs)
+    assert notes[0].startswith("Scored checkpoint: best")
+    assert notes[1:] == ["Scaled recipe: Cylinder3D (seed 0) trained on 8 GPUs at global batch 8 (recipe 2) with lr "
+                         "0.004 (recipe 0.001, linear rule, epochs kept)."]
