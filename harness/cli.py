@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -192,11 +193,30 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--device", default="cpu", help="model: cpu or cuda")
     prof.set_defaults(func=_cmd_profile)
 
+    dc = sub.add_parser("device-check", help="GPU readiness: CUDA vs CPU float64, AMP, latency, train step, DDP "
+                        "(JSON report; CUDA parts skipped with a reason on CPU)")
+    dc.add_argument("--scans", type=Path, default=Path(os.environ.get("PVKD_REAL_DATA", "../shared/data/real")) / "semantickitti",
+                    help="folder with real SemanticKITTI .bin scans (default $PVKD_REAL_DATA/semantickitti)")
+    dc.add_argument("--out", type=Path, default=Path("results/device_check.json"), help="JSON report path")
+    dc.add_argument("--quick", action="store_true", help="few samples, small crops (the CPU test)")
+    dc.set_defaults(func=_cmd_device_check)
+
     # reproduce / tables / check: experiments as data, the run store, reported numbers (harness/reproduce, harness/report)
     from harness.reproduce.cli import add_subcommands
 
     add_subcommands(sub)
     return parser
+
+
+def _cmd_device_check(args: argparse.Namespace) -> int:
+    from harness.device_check import run_device_check
+
+    report = run_device_check(args.scans, args.out, quick=args.quick)
+    skipped = [f"{k} ({v['skipped']})" for k, v in report.items() if isinstance(v, dict) and "skipped" in v]
+    verdict = "passed" if report["passed"] else "FAILED"
+    print(f"device check on {report['device']}: {verdict} in {report['seconds']:.0f} s; report {args.out}"
+          + (f"; skipped: {'; '.join(skipped)}" if skipped else ""))
+    return 0 if report["passed"] else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
