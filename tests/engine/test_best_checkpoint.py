@@ -46,3 +46,23 @@ def test_eval_every_skips_epochs_but_scores_the_last(tiny_kitti, tmp_path):
     log = [json.loads(x) for x in (trainer.store.path / "train_log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log if "val_miou" in r] == [2, 3]   # epoch 2, and the final epoch always
     assert metrics["checkpoints"]["last"]["epoch"] == 3
+
+
+def test_resume_keeps_the_best_so_far(tiny_kitti, tmp_path, monkeypatch):
+    """Interrupted mid-epoch 2 (after epoch 1, the best, was validated) and resumed: best stays epoch 1's."""
+    _, full = _train(tiny_kitti, tmp_path, "full")
+    assert full["checkpoints"]["best"]["epoch"] == 1
+    cfg = load_config(RECIPE, overrides(tiny_kitti, tmp_path, "cut", train__epochs=3, optim__lr=2.0))
+    original = Trainer.train_step
+
+    def stop_at_step_4(self, batch):
+        if self.global_step == 3:
+            raise KeyboardInterrupt("interrupted")
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", stop_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, device="cpu").fit()
+    monkeypatch.setattr(Trainer, "train_step", original)
+    resumed = Trainer(cfg, resume=True, device="cpu").fit()
+    assert resumed["checkpoints"] == full["checkpoints"] and resumed["miou"] == full["miou"]
