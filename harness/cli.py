@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=_cmd_train)
 
     evl = sub.add_parser("eval", help="evaluate a run and write predictions (SemanticKITTI submission layout)")
-    evl.add_argument("--run", type=Path, help="run folder (config.yaml + checkpoints/last.pt)")
+    evl.add_argument("--run", type=Path,
+                     help="run folder (config.yaml + the checkpoint eval.checkpoint names: best.pt by default)")
     evl.add_argument("--checkpoint", type=Path)
     evl.add_argument("--config", type=Path)
     evl.add_argument("--split", default="val")
