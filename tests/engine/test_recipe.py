@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from harness.cli import main
 from harness.config.load import load_config
@@ -105,3 +106,31 @@ def test_table_notes_name_scaled_recipes_and_the_scored_checkpoint(tmp_path):
     assert notes[0].startswith("Scored checkpoint: best")
     assert notes[1:] == ["Scaled recipe: Cylinder3D (seed 0) trained on 8 GPUs at global batch 8 (recipe 2) with lr "
                          "0.004 (recipe 0.001, linear rule, epochs kept)."]
+
+
+def test_pinned_batches_pin_every_tensor(monkeypatch):
+    """DataLoader(pin_memory=True) pins a custom batch only through its pin_memory(): every tensor, the teacher's
+    input among the extras too. (Real pinning needs CUDA; the tensor method is replaced by a recording copy.)"""
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    from harness.engine.data import collate
+    from harness.voxelize import voxelize_for_backbone
+
+    pinned = []
+
+    def fake_pin(self, *args, **kwargs):
+        out = self.clone()
+        pinned.append(out.data_ptr())
+        return out
+
+    points = np.random.default_rng(0).uniform(-20, 20, (500, 4)).astype(np.float32)
+    item = {"scan": voxelize_for_backbone("minkunet", points), "labels": None, "index": 0, "num_original": 500,
+            "instance": None}
+    item["teacher_scan"], item["teacher_labels"] = item["scan"], None
+    batch = collate([item])
+    monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
+    out = pin_memory(batch)
+    tensors = [v for v in out.__dict__.values() if isinstance(v, torch.Tensor)]
+    tensors += [v for v in out.extras["teacher_input"].__dict__.values() if isinstance(v, torch.Tensor)]
+    assert tensors and all(t.data_ptr() in pinned for t in tensors)
+    assert torch.equal(out.voxel_coords, batch.voxel_coords)
