@@ -4,6 +4,7 @@
 #   ./reproduce.sh bench             run only the speed benchmarks, with their tables
 #   ./reproduce.sh table1 ...        reproduce an experiment: any harness/configs/experiments/<name>.yaml [--profile demo|paper]
 #                                    [--seeds N] [--gpus N] [--dry-run]; then `tables` (re-render) and `check`
+#   ./reproduce.sh device-check      GPU readiness report (CUDA vs CPU float64, AMP, latency, DDP) -> results/device_check.json
 # On a fresh clone it first creates .venv and installs the project with its test extra.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -53,7 +54,7 @@ case "$cmd" in
         exec "$PY" -m harness "$cmd" "$@"
         ;;
     help|-h|--help)
-        sed -n '2,7p' "$0"
+        sed -n '2,8p' "$0"
         ;;
     *)
         # any experiment file's name (harness/configs/experiments/<name>.yaml): plan -> train (resumable, skips

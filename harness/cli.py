@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -76,7 +77,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if not args.split and not args.sequences:
             raise InputError("--split/--sequences", "no sequences chosen", "pass --split val or --sequences 08 ...")
         sequences = resolve_sequences(args.split, args.sequences or None)
-        result = runner.evaluate_semantickitti(args.root, args.predictions, sequences)
+        from harness.engine.data import LABEL_MAPS
+
+        result = runner.evaluate_semantickitti(args.root, args.predictions, sequences, LABEL_MAPS[args.label_map])
     else:
         result = runner.evaluate_nuscenes(args.root, args.predictions, version=args.version, eval_set=args.split or "val")
     print(runner.format_table(result))
@@ -157,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="semantickitti: PRED/sequences/NN/predictions/*.label; nuscenes: PRED/lidarseg/<set>/*.bin")
     ev.add_argument("--version", default="v1.0-trainval", help="nuScenes table version")
     ev.add_argument("--out", type=Path, help="write metrics JSON here")
+    ev.add_argument("--label-map", choices=["official", "spvnas"], default="official",
+                    help="SemanticKITTI ground-truth mapping (spvnas: the MinkUNet/SPVCNN recipes' data.label_map)")
     ev.set_defaults(func=_cmd_evaluate)
 
     tr = sub.add_parser("train", help="train a teacher, a student, or a distilled student")
@@ -169,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     evl = sub.add_parser("predict", aliases=["eval"],
                          help="run a trained model on a split: scores + predictions (SemanticKITTI submission layout); "
                               "'eval' is the old name")
-    evl.add_argument("--run", type=Path, help="run folder (config.yaml + checkpoints/last.pt)")
+    evl.add_argument("--run", type=Path, help="run folder (config.yaml + the checkpoint eval.checkpoint names: best.pt by default)")
     evl.add_argument("--checkpoint", type=Path)
     evl.add_argument("--config", type=Path)
     evl.add_argument("--split", default="val")
@@ -197,11 +202,31 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--device", default="cpu", help="model: cpu or cuda")
     prof.set_defaults(func=_cmd_timing)
 
+    dc = sub.add_parser("device-check", help="GPU readiness: CUDA vs CPU float64, AMP, latency, train step, DDP "
+                        "(JSON report; CUDA parts skipped with a reason on CPU)")
+    dc.add_argument("--scans", type=Path,
+                    default=Path(os.environ["PVKD_REAL_DATA"]) / "semantickitti" if os.environ.get("PVKD_REAL_DATA") else None,
+                    help="folder with real SemanticKITTI .bin scans (default $PVKD_REAL_DATA/semantickitti)")
+    dc.add_argument("--out", type=Path, default=Path("results/device_check.json"), help="JSON report path")
+    dc.add_argument("--quick", action="store_true", help="few samples, small crops (the CPU test)")
+    dc.set_defaults(func=_cmd_device_check)
+
     # reproduce / tables / check: experiments as data, the run store, reported numbers (harness/reproduce, harness/report)
     from harness.reproduce.cli import add_subcommands
 
     add_subcommands(sub)
     return parser
+
+
+def _cmd_device_check(args: argparse.Namespace) -> int:
+    from harness.device_check import run_device_check
+
+    report = run_device_check(args.scans, args.out, quick=args.quick)
+    skipped = [f"{k} ({v['skipped']})" for k, v in report.items() if isinstance(v, dict) and "skipped" in v]
+    verdict = "passed" if report["passed"] else "FAILED"
+    print(f"device check on {report['device']}: {verdict} in {report['seconds']:.0f} s; report {args.out}"
+          + (f"; skipped: {'; '.join(skipped)}" if skipped else ""))
+    return 0 if report["passed"] else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -126,6 +126,17 @@ class BackboneInput:
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
         return BackboneInput(**moved)
 
+    def pin_memory(self) -> "BackboneInput":
+        """Page-locked copies of every tensor, extras included (``DataLoader(pin_memory=True)`` calls this on
+        batches of custom types; without it a batch would silently stay pageable)."""
+        def pin(v):
+            if isinstance(v, (torch.Tensor, BackboneInput)):
+                return v.pin_memory()
+            return v
+
+        pinned = {k: pin(v) for k, v in self.__dict__.items() if k != "extras"}
+        return BackboneInput(**pinned, extras={k: pin(v) for k, v in self.extras.items()})
+
 
 @dataclass
 class BackboneOutput:

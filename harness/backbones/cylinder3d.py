@@ -410,7 +410,7 @@ class Cylinder3D(Backbone):
     family = "Cylinder3D"
     label_offset = 0           # the head includes the ignored class 0 (20 SemanticKITTI / 17 nuScenes outputs)
     node_cell = (4, 4, 2)      # 480 x 360 x 32 cylindrical grid -> at most 120 x 90 x 16 graph nodes
-    config_options = ("legacy_spconv1_keys",)
+    config_options = ("legacy_spconv1_keys", "num_input_features", "point_refinement")
 
     def __init__(
         self,

@@ -22,7 +22,9 @@ from harness.backbones.base import voxelize_for_backbone
 
 
 SPLITS = ("train", "val", "test")
-LABEL_FREE_SPLITS = ("test",)  # SemanticKITTI 11-21 and nuScenes v1.0-test publish no labels
+LABEL_FREE_SPLITS = ("test",)
+# data.label_map -> SemanticKITTI label map (harness/data/labelmap.py): the semantic-kitti-api mapping, or spvnas'
+LABEL_MAPS = {"official": "semantickitti", "spvnas": "semantickitti-spvnas"}  # SemanticKITTI 11-21 and nuScenes v1.0-test publish no labels
 
 
 def build_reader(cfg: RunConfig, split: str):
@@ -37,6 +39,7 @@ def build_reader(cfg: RunConfig, split: str):
         sequences = {"train": cfg.data.train_sequences, "val": cfg.data.val_sequences}.get(split)
         # labelled splits need every label file (a missing labels/ folder is a named error, not a None label)
         return SemanticKITTI(root, split=None if sequences else split, sequences=sequences,
+                             label_map=LABEL_MAPS[cfg.data.label_map],
                              require_labels=split not in LABEL_FREE_SPLITS)
     from harness.data.nuscenes import NuScenesLidarSeg
 
@@ -175,12 +178,38 @@ class EvalShardSampler(Sampler[int]):
         return len(self.indices)
 
 
-def build_loader(cfg: RunConfig, split: str, info: DistInfo) -> tuple[VoxelScanDataset, Sampler, DataLoader]:
+def seed_worker(worker_id: int) -> None:
+    """Seed a loader worker's global generators from torch's per-worker seed (base seed + worker id).
+
+    The batches themselves never read a global generator (augmentation draws from ``(seed, epoch, index)``),
+    so they are identical with any number of workers; this only keeps code that does use ``random`` /
+    ``np.random`` inside a worker reproducible (numpy would otherwise copy the parent's state into every worker).
+    """
+    import random
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_loader(cfg: RunConfig, split: str, info: DistInfo, batch_size: int | None = None,
+                 pin_memory: bool = False) -> tuple[VoxelScanDataset, Sampler, DataLoader]:
+    """Dataset, sampler and loader of ``split``.
+
+    Args:
+        batch_size: scans per process (the trainer passes the recipe's per-process batch,
+            :func:`harness.engine.recipe.resolve_recipe`); None: ``train.batch_size``.
+        pin_memory: page-locked host batches (the trainer sets it on CUDA when ``data.pin_memory``).
+    """
     dataset = VoxelScanDataset(cfg, split)
     sampler: Sampler = (ResumableSampler(dataset, info, shuffle=True, seed=cfg.train.seed) if split == "train"
                         else EvalShardSampler(dataset, info))
-    loader = DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler, collate_fn=collate,
-                        num_workers=cfg.data.num_workers, drop_last=False)
+    workers = cfg.data.num_workers
+    generator = torch.Generator().manual_seed(cfg.train.seed + info.rank)  # the workers' base seeds
+    loader = DataLoader(dataset, batch_size=batch_size or cfg.train.batch_size, sampler=sampler, collate_fn=collate,
+                        num_workers=workers, drop_last=False, pin_memory=pin_memory,
+                        worker_init_fn=seed_worker if workers else None, generator=generator,
+                        persistent_workers=False)
     return dataset, sampler, loader
 
 

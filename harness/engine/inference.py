@@ -68,6 +68,9 @@ def run_eval(run_dir: str | Path | None = None, checkpoint: str | Path | None = 
         raise InputError(config, "config not found", "point --run at a run folder with config.yaml")
     cfg = config_from_dict(read_yaml_file(config))
     tta = cfg.eval.tta if tta is None else bool(tta)  # the run's eval.tta unless --tta / --no-tta says otherwise
+    if run_dir is not None:  # the checkpoint the run's tables score (eval.checkpoint: best.pt by default)
+        scored = run_dir / "checkpoints" / f"{cfg.eval.checkpoint}.pt"
+        checkpoint = scored if scored.is_file() else checkpoint
     if split in LABEL_FREE_SPLITS and predictions_out is None:
         raise InputError("--split", f"the {split} split has no labels: there is nothing to score",
                          "pass --predictions-out DIR to write its predictions")

@@ -32,6 +32,7 @@ from harness.data.datasets import dataset_spec
 from harness.distill.recorder import TapRecorder, unwrap
 from harness.engine.checkpoint import load_checkpoint, load_model_weights, model_identity, save_checkpoint, set_rng_state
 from harness.engine.data import build_loader, move
+from harness.engine.recipe import ResolvedRecipe, resolve_recipe
 from harness.engine.dist import DistInfo, all_reduce_sum, barrier, init_distributed
 from harness.engine.losses import segmentation_loss, weighted_total
 from harness.errors import InputError
@@ -41,6 +42,24 @@ from harness.sparse.selection import describe_backend, set_backend
 
 
 RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "distiller", "epoch", "step_in_epoch", "global_step", "rng")
+CHECKPOINT_CHOICES = ("best", "last")  # eval.checkpoint: which weights metrics.json's top level (the tables) scores
+
+
+def lr_factor(scheduler: str, step: int, epochs: int, steps_per_epoch: int, warmup_iters: int, world_size: int) -> float:
+    """Per-step LR multiplier of optimizer step ``step`` (0-based).
+
+    ``constant``: 1. ``cosine_warmup`` (mit-han-lab/spvnas ``core/schedulers.py`` ``cosine_schedule_with_warmup``):
+    ``W = 0`` on one process, else ``warmup_iters // world_size`` warm-up steps at ``(k + 1) / W``; then
+    ``0.5 (1 + cos(pi (k - W) / (epochs x steps_per_epoch)))`` -- the denominator is the whole schedule, not the
+    part after warm-up, so the last step's factor stays just above 0.
+    """
+    if scheduler == "constant":
+        return 1.0
+    warmup = 0 if world_size == 1 else warmup_iters // world_size
+    if step < warmup:
+        return (step + 1) / warmup
+    ratio = (step - warmup) / max(1, epochs * steps_per_epoch)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, ratio)))
 
 
 class TrainingDiverged(RuntimeError):
@@ -79,6 +98,9 @@ def load_teacher(cfg: RunConfig, device: torch.device) -> tuple[nn.Module, RunCo
         raise InputError(d.teacher_run, "the teacher run is unfinished (no metrics.json): its last.pt is a "
                          "mid-training snapshot", "finish the teacher first (harness train --resume on its config)")
     teacher_cfg = config_from_dict(read_yaml_file(config_file))
+    if d.teacher_run:  # the checkpoint the teacher's own tables scored (best.pt by default); older runs have last.pt only
+        scored = Path(d.teacher_run) / "checkpoints" / f"{teacher_cfg.eval.checkpoint}.pt"
+        ckpt = scored if scored.is_file() else ckpt
     for what, ours, theirs in (("backbone", cfg.model.backbone, teacher_cfg.model.backbone),
                                ("dataset", cfg.data.dataset, teacher_cfg.data.dataset)):
         if ours != theirs:
@@ -108,8 +130,11 @@ class Trainer:
         if cfg.model.init_checkpoint:
             load_model_weights(self.model, cfg.model.init_checkpoint, model_identity(cfg.model, cfg.data.dataset))
         self.offset = label_offset(self.model)
-        self.train_set, self.train_sampler, self.train_loader = build_loader(cfg, "train", self.info)
-        self.val_set, self.val_sampler, self.val_loader = build_loader(cfg, "val", self.info)
+        self.recipe: ResolvedRecipe = resolve_recipe(cfg, self.info.world_size)
+        pin = cfg.data.pin_memory and self.device.type == "cuda"
+        batch = self.recipe.per_process_batch
+        self.train_set, self.train_sampler, self.train_loader = build_loader(cfg, "train", self.info, batch, pin)
+        self.val_set, self.val_sampler, self.val_loader = build_loader(cfg, "val", self.info, batch, pin)
         if len(self.train_set) == 0:
             raise InputError(cfg.data.root, "the training split has no scans", "check data.root / data.train_sequences")
         self.steps_per_epoch = len(self.train_loader)
@@ -135,6 +160,10 @@ class Trainer:
         self.teacher_recorder = TapRecorder(self.teacher, self.distiller.teacher_taps) if self.distiller else None
 
         self.epoch = self.step_in_epoch = self.global_step = 0
+        # the best validation so far: {"epoch", "global_step", "miou", "counts", "by_distance", "num_scans",
+        # "num_points"} (confusion counts, so metrics.json can report it without re-evaluating); None before any
+        self.best: dict | None = None
+        self.last_eval: dict | None = None  # the same for the latest validation
         self.tensorboard = None
         if self.info.is_main and cfg.train.tensorboard:  # checked before prepare(): a refusal leaves no run folder
             try:
@@ -143,7 +172,8 @@ class Trainer:
                 raise InputError("train.tensorboard", f"TensorBoard is not installed ({err})",
                                  "pip install 'pvkd-harness[tensorboard]' or set train.tensorboard=false") from None
         if self.info.is_main:
-            self.store.prepare(cfg, resume=resume, world_size=self.info.world_size, device=str(self.device))
+            self.store.prepare(cfg, resume=resume, world_size=self.info.world_size, device=str(self.device),
+                               recipe=self.recipe.as_dict())
             if cfg.train.tensorboard:  # after prepare(): never touch a finished run's folder
                 self.tensorboard = SummaryWriter(str(self.store.path / "tensorboard"))
         barrier(self.info)
@@ -192,31 +222,31 @@ class Trainer:
 
     def _build_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
         o = self.cfg.optim
+        lr = self.recipe.lr  # the recipe's lr, rescaled when its global batch cannot be kept (engine/recipe.py)
         if o.name == "adam":
-            return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+            return torch.optim.Adam(params, lr=lr, weight_decay=o.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
 
     def _lr_factor(self, step: int) -> float:
-        """Per-step LR multiplier: constant, or linear warm-up then cosine to 0 (spvnas ``cosine_schedule_with_warmup``)."""
-        o = self.cfg.optim
-        if o.scheduler == "constant":
-            return 1.0
-        total = max(1, self.cfg.train.epochs * self.steps_per_epoch)
-        warmup = int(o.warmup_epochs * self.steps_per_epoch)
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return lr_factor(self.cfg.optim.scheduler, step, self.cfg.train.epochs, self.steps_per_epoch,
+                         self.cfg.optim.warmup_iters, self.info.world_size)
 
     # ------------------------------------------------------------------ checkpoints
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, best_improved: bool = False) -> None:
+        """``last.pt`` (everything resume needs, with the best-so-far record); ``best.pt`` first when the
+        validation just run is the best so far (written before last.pt: a kill between the two leaves a
+        best.pt newer than last.pt's record, which the resumed run overwrites when it next improves)."""
         if self.info.is_main:
+            identity = dict(config_hash=config_hash(self.cfg), **model_identity(self.cfg.model, self.cfg.data.dataset))
+            if best_improved:
+                save_checkpoint(self.store.best_path, model=self.model.state_dict(), epoch=self.epoch,
+                                global_step=self.global_step, miou=self.best["miou"], **identity)
             save_checkpoint(
                 self.store.checkpoint_path, model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
                 scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
                 distiller=self.distiller.state_dict() if self.distiller else {},
                 epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
-                config_hash=config_hash(self.cfg), **model_identity(self.cfg.model, self.cfg.data.dataset))
+                best=self.best, last_eval=self.last_eval, **identity)
         barrier(self.info)
 
     def _restore(self, state: dict) -> None:
@@ -233,9 +263,11 @@ class Trainer:
         if self.distiller is not None:
             self.distiller.load_state_dict(state["distiller"])
         self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        self.best, self.last_eval = state.get("best"), state.get("last_eval")  # absent in pre-best checkpoints
         set_rng_state(state["rng"])
         if self.info.is_main:
-            self.store.truncate_log(self.global_step)
+            validated = self.last_eval is not None and self.last_eval["global_step"] == self.global_step
+            self.store.truncate_log(self.global_step, validated_at_step=validated)
 
     # ------------------------------------------------------------------ training
     def _segmentation_terms(self, out, batch: BackboneInput) -> dict[str, torch.Tensor]:
@@ -328,7 +360,7 @@ class Trainer:
 
         cfg = self.cfg
         while self.epoch < cfg.train.epochs:
-            skip = self.step_in_epoch * cfg.train.batch_size
+            skip = self.step_in_epoch * self.recipe.per_process_batch
             self.train_sampler.set_epoch(self.epoch, skip=skip)
             self.train_set.set_epoch(self.epoch)
             bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}",
@@ -352,8 +384,28 @@ class Trainer:
             bar.close()
             self.epoch += 1
             self.step_in_epoch = 0
-            self._checkpoint()
+            improved = False
+            if self.epoch % cfg.train.eval_every == 0 or self.epoch == cfg.train.epochs:
+                improved = self._validate()
+            self._checkpoint(best_improved=improved)
         return self.finish()
+
+    def _validate(self) -> bool:
+        """Validate the weights of the epoch just finished; True when they are the best so far (strictly higher
+        val mIoU, as Cylinder3D's ``best_val_miou < val_miou`` and spvnas' ``MaxSaver``: ties keep the earlier)."""
+        acc = self.evaluate()
+        record = {"epoch": self.epoch, "global_step": self.global_step, "miou": float(acc.result()["miou"]),
+                  # tensors, not numpy arrays: checkpoints are loaded with weights_only=True
+                  "counts": torch.as_tensor(acc.counts),
+                  "by_distance": {k: torch.as_tensor(v) for k, v in acc.by_distance.items()},
+                  "num_scans": int(acc.num_scans), "num_points": int(acc.num_points)}
+        self.last_eval = record
+        if self.info.is_main:
+            self.store.append_log({"epoch": self.epoch, "step": self.global_step, "val_miou": record["miou"]})
+        if self.best is None or record["miou"] > self.best["miou"]:
+            self.best = record
+            return True
+        return False
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -376,11 +428,27 @@ class Trainer:
 
         return accumulate(triples(), self.dataset).all_reduce()
 
+    def _accumulator(self, record: dict) -> Accumulator:
+        acc = Accumulator(self.label_map, self.dataset.convention)
+        acc.counts = np.asarray(record["counts"]).copy()
+        acc.by_distance = {k: np.asarray(v).copy() for k, v in record["by_distance"].items()}
+        acc.num_scans, acc.num_points = record["num_scans"], record["num_points"]
+        return acc
+
     def finish(self) -> dict:
-        acc = self.evaluate()
+        """Write metrics.json: the top level scores ``eval.checkpoint`` (best or last), ``checkpoints`` holds both."""
+        if self.last_eval is None or self.last_eval["global_step"] != self.global_step:
+            self._validate()  # a run resumed from a pre-best checkpoint, or with no epoch left to train
+            self._checkpoint(best_improved=self.best is self.last_eval)
+        chosen = self.best if self.cfg.eval.checkpoint == "best" else self.last_eval
+        acc = self._accumulator(chosen)
         metrics = acc.result()
         if not self.info.is_main:
             return metrics
+        summary = {name: {"epoch": r["epoch"], "global_step": r["global_step"], "miou": r["miou"],
+                          "path": str(path.relative_to(self.store.path))}
+                   for name, r, path in (("best", self.best, self.store.best_path),
+                                         ("last", self.last_eval, self.store.checkpoint_path))}
         from harness.profiling.model import count_macs
 
         from harness.engine.data import collate
@@ -400,6 +468,8 @@ class Trainer:
             "legacy_spconv1_keys": getattr(self.model, "legacy_spconv1_keys", None),
             "epochs": self.cfg.train.epochs, "global_steps": self.global_step, "eval_level": "point",
             "distance_bins": self.cfg.eval.distance_bins,  # the per-distance mode the tables and figures show
+            "scored_checkpoint": self.cfg.eval.checkpoint, "checkpoints": summary, "recipe": self.recipe.as_dict(),
+            "point_refinement": getattr(self.model, "has_point_refinement", None),
         })
         self.store.write_confusion(acc.counts, acc.by_distance)
         self.store.write_metrics(metrics)

@@ -119,7 +119,25 @@ def _demo(results: Iterable[RunResult], demo: bool | None) -> bool:
     return any(r.profile == "demo" for r in results)
 
 
-def _common_notes(ref: Reference, exp: Experiment, stale_any: bool) -> list[str]:
+def recipe_notes(results: Iterable[RunResult]) -> list[str]:
+    """Which checkpoint the rows score, and the runs whose recipe was rescaled for their GPU count (metrics.json
+    ``recipe``, :mod:`harness.engine.recipe`): their global batch and learning rate are not the original's."""
+    results = list(results)
+    notes = []
+    scored = sorted({str(r.metrics.get("scored_checkpoint")) for r in results if r.metrics.get("scored_checkpoint")})
+    if scored:
+        notes.append(f"Scored checkpoint: {' / '.join(scored)} (eval.checkpoint; best = highest val mIoU over the "
+                     "validations, as both originals keep it).")
+    scaled = [r for r in results if (r.metrics.get("recipe") or {}).get("status") == "scaled"]
+    for r in scaled:
+        rc = r.metrics["recipe"]
+        notes.append(f"Scaled recipe: {r.label} (seed {r.seed}) trained on {rc['world_size']} GPUs at global batch "
+                     f"{rc['global_batch']} (recipe {rc['recipe_global_batch']}) with lr {rc['lr']:g} (recipe "
+                     f"{rc['recipe_lr']:g}, {rc['rule']} rule, epochs kept).")
+    return notes
+
+
+def _common_notes(ref: Reference, exp: Experiment, stale_any: bool, results: Iterable[RunResult] = ()) -> list[str]:
     notes = ["Δ = Ours − Paper (mIoU points). Ours = mean over seeds, ± sample std when n ≥ 2; "
              "\"|Δ| > 2σ\" says whether the gap exceeds twice the seed std.",
              "Paper numbers: results/reference/pvkd_reported.csv (sources and confidence tags there)."]
@@ -127,6 +145,7 @@ def _common_notes(ref: Reference, exp: Experiment, stale_any: bool) -> list[str]
         notes.append("† finished with a config that differs from the current experiment file (re-run reproduce to refresh).")
     if exp.note:
         notes.append(exp.note)
+    notes += recipe_notes(results)
     return notes
 
 
@@ -174,7 +193,7 @@ def methods_table(exp: Experiment, results: list[RunResult], ref: Reference, dem
         rows.append([gcell, text(spec.label), num(paper), ours.miou(), delta(ours.d), num(paper_macs),
                      num(summ.macs_mean if summ else None, 2 if (summ and summ.macs_mean and summ.macs_mean < 10) else 1),
                      text(str(ours.n)), ours.spread()])
-    notes = _common_notes(ref, exp, stale_any)
+    notes = _common_notes(ref, exp, stale_any, results)
     notes.append("MACs: GMACs per scan. Paper: Table 1 prints MACs only for the teachers and the plain 0.5× students. "
                  "Ours: counted on the first validation scan (kernel-map pairs x C_in x C_out), so they scale with its size.")
     for key, label in exp.reference_only.items():
@@ -205,7 +224,7 @@ def coefficients_table(exp: Experiment, results: list[RunResult], ref: Reference
             u is not None and p is not None and math.isclose(u, p) for u, p in zip(used, paper_coefs)) else "≠ paper")
         rows.append([num(v, 2) if v is not None else text("—") for v in paper_coefs]
                     + [num(paper), ours.miou(), delta(ours.d), text(str(ours.n)), ours.spread(), text(check)])
-    notes = _common_notes(ref, exp, stale_any)
+    notes = _common_notes(ref, exp, stale_any, results)
     notes.append("α_1, α_2, β_1, β_2 = coefficients of L_out.p, L_out.v, L_aff.p, L_aff.v (the paper's values); "
                  "\"coefficients used\" compares them with the coefficients recorded in our runs' metrics.json.")
     return TableModel(exp.table, exp.title, columns, rows, "rrrrrrrrcl", [0], notes, DEMO_BANNER if _demo(results, demo) else None)
@@ -238,7 +257,7 @@ def components_table(exp: Experiment, results: list[RunResult], ref: Reference, 
             active = {t for t, v in coefs.items() if float(v) != 0.0}
         rows.append([Cell("✓", r"$\surd$") if t in active else text("") for t, _ in terms]
                     + [num(paper), ours.miou(), delta(ours.d), text(str(ours.n)), ours.spread()])
-    notes = _common_notes(ref, exp, stale_any)
+    notes = _common_notes(ref, exp, stale_any, results)
     notes.append("A ✓ term keeps its Table 4 (Cylinder3D) coefficient; the others are set to 0.")
     return TableModel(exp.table, exp.title, columns, rows, "ccccrrrrc", [0], notes, DEMO_BANNER if _demo(results, demo) else None)
 

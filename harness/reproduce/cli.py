@@ -137,9 +137,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     experiments = _experiments([args.table])
     profile, why = resolve_profile(args.profile, experiments)
+    if args.gpus < 1:
+        raise InputError("--gpus", f"{args.gpus}", "ask for at least one GPU (1 trains without torchrun)")
     plan = build_plan(experiments, profile, seeds=range(seed_count(args.seeds, profile)))
     print(_header("reproduce", experiments, profile, why))
-    print(format_plan(plan))
+    print(format_plan(plan, gpus=args.gpus))
     if args.dry_run:
         print("dry run: nothing generated, trained or rendered")
         return 0
