@@ -34,10 +34,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import warnings
+
 import torch
 
 try:
-    import MinkowskiEngine as ME
+    with warnings.catch_warnings():  # its import warns that a CPU_ONLY build has no CUDA: that is the build made here
+        warnings.filterwarnings("ignore", message="The MinkowskiEngine was compiled with CPU_ONLY flag")
+        import MinkowskiEngine as ME
     from MinkowskiEngineBackend._C import ConvolutionMode
 except ImportError as error:  # re-raised by the registry with the install hint
     raise ImportError(f"MinkowskiEngine could not be imported: {error}") from error
