@@ -169,3 +169,20 @@ def test_minkowski_kernel_layout_by_hand() -> None:
     assert torch.equal(minkowski_kernel_to_krsc(krsc_to_minkowski_kernel(odd), (1, 3, 3)), odd)
     with pytest.raises(ValueError, match="does not match kernel size"):
         minkowski_kernel_to_krsc(kernel, 3)
+
+
+def test_row_maps_between_our_order_and_minkowskis() -> None:
+    """ME's CPU map keeps insertion order on these inputs (its CUDA map does not): the maps must be exact either way."""
+    from harness.sparse.backends.minkowski import MinkowskiBackend
+
+    coords = random_voxels(GRID, BATCH, 0.3, seed=28)
+    x = SparseTensor.from_coords(torch.randn(coords.shape[0], 3, dtype=torch.float64), coords, GRID, BATCH)
+    set_backend(SparseConv3d(3, 2, 3, 2, 1, indice_key="d").double(), "minkowski")(x)
+    state = x.cache.backend_state["minkowski"]
+    assert len(state.levels) == 2  # the input set and the pooled set, each inserted once
+    for level in state.levels:
+        stride = torch.tensor([1, *level.key.get_tensor_stride()], dtype=torch.int32)
+        me_coords = state.manager.get_coordinates(level.key)
+        assert torch.equal(me_coords, level.coords[level.our_rows_of_me] * stride)
+        assert torch.equal(me_coords[level.me_rows_of_ours], level.coords * stride)
+    assert MinkowskiBackend._level(state, coords.clone(), (1, 1, 1)) is state.levels[0]  # equal coords reuse the key
