@@ -3,7 +3,8 @@
 Both backends run the same harness modules with the same parameters; only the compute differs.
 Outputs are compared after sorting by coordinates and the loss weights each output row by a
 probe that depends only on its coordinates. ME's CPU kernels run in float64 (measured), so the
-tolerance is the one of the spconv comparison: measured worst error 0 to ~1e-15 here.
+tolerance is the one of the spconv comparison (1e-10); measured worst absolute errors: 6e-14 (single
+3x3x3 subm conv), 5e-15 (strided + inverse), 1.7e-13 (Cylinder3D-like block, outputs and gradients).
 """
 
 from __future__ import annotations
