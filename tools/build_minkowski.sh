@@ -41,8 +41,12 @@ if [ -z "$WHEEL" ]; then
     # 1. toolchain
     need_apt=()
     command -v g++ >/dev/null 2>&1 || need_apt+=(build-essential)
-    { [ -e /usr/include/x86_64-linux-gnu/cblas.h ] || [ -e /usr/include/cblas.h ] || ls /usr/include/*/cblas.h >/dev/null 2>&1 \
-        || ls /usr/include/*/openblas*/cblas.h >/dev/null 2>&1; } || need_apt+=(libopenblas-dev)
+    # setup.py --blas=openblas links -lopenblas: the unversioned dev library must exist
+    have_openblas=0
+    for lib in /usr/lib/libopenblas.so /usr/lib/*/libopenblas.so /usr/lib64/libopenblas.so; do
+        [ -e "$lib" ] && have_openblas=1
+    done
+    [ "$have_openblas" = 1 ] || need_apt+=(libopenblas-dev)
     if [ ${#need_apt[@]} -gt 0 ]; then
         if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
             say "installing ${need_apt[*]} with apt-get"
