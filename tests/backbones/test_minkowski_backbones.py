@@ -2,7 +2,9 @@
 
 Same parameters, same input; outputs and every parameter gradient must agree. ME's CPU
 kernels compute in float64 (measured), so the bound is the spconv comparison's
-``1e-10 * max(1, |reference|)``; measured worst relative error ~1e-14 (see the README).
+``1e-10 * max(1, |reference|)``. Measured worst error / max(1, |reference|) over outputs and all
+gradients: Cylinder3D 0.5x (861 voxels, nominal and legacy keys) 1.5e-15, MinkUNet 0.5x 7.7e-15 and
+SPVCNN 0.5x 3.9e-13 (22,562 voxels, the 8 m crop of SemanticKITTI 00/000000).
 """
 
 from __future__ import annotations
