@@ -16,7 +16,7 @@
 #   3. patch (the only source change): Python >= 3.10 removed the ABC aliases from `collections`, so five modules'
 #      `from collections import Sequence` becomes `from collections.abc import Sequence`; and setup.py's import-time
 #      `rm -rf build` / `pip uninstall MinkowskiEngine -y` lines are dropped (they would remove an installed copy)
-#   4. `python setup.py bdist_wheel --cpu_only --blas=openblas` in the scratch copy (6-30 min on 2 cores)
+#   4. `python setup.py bdist_wheel --cpu_only --blas=openblas` in the scratch copy (~6 min on 2 idle cores, 48 min measured under heavy load)
 #   5. import check of the built wheel, cache it, `pip install --no-deps` it
 set -euo pipefail
 
