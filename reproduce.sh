@@ -33,7 +33,7 @@ ensure_pdflatex() {
     fi
 }
 
-# CI sets PVKD_REQUIRE_MINKOWSKI=1: MinkowskiEngine is installed (cached wheel, else a 6-30 min source build) so
+# CI sets PVKD_REQUIRE_MINKOWSKI=1: MinkowskiEngine is installed (cached wheel, else a 6-50 min source build) so
 # that its exactness tests run instead of skipping; tools/build_minkowski.sh says which step failed.
 ensure_minkowski() {
     [ "${PVKD_REQUIRE_MINKOWSKI:-0}" = "1" ] || return 0

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-INSTALL_HINT = "./reproduce.sh setup --minkowski (builds MinkowskiEngine 0.5.4 from the PyPI sdist, ~6-30 min)"
+INSTALL_HINT = "./reproduce.sh setup --minkowski (builds MinkowskiEngine 0.5.4 from the PyPI sdist, 6-50 min on 2 cores)"
 
 
 def require_minkowski() -> None:

@@ -87,7 +87,7 @@ if [ -z "$WHEEL" ]; then
     sed -i '/^run_command("rm", "-rf", "build")$/d; /^run_command("pip", "uninstall", "MinkowskiEngine", "-y")$/d' "$SRC/setup.py"
 
     # 4. build
-    say "compiling (CPU only, OpenBLAS, MAX_JOBS=${MAX_JOBS:-$(nproc)}); this takes 6-30 minutes on 2 cores"
+    say "compiling (CPU only, OpenBLAS, MAX_JOBS=${MAX_JOBS:-$(nproc)}); this takes 6 (idle) to 50 (loaded) minutes on 2 cores"
     (cd "$SRC" && PATH="$SCRATCH/shim:$PATH" MAX_JOBS="${MAX_JOBS:-$(nproc)}" SETUPTOOLS_USE_DISTUTILS=stdlib \
         "$PY" setup.py -q bdist_wheel --cpu_only --blas=openblas >"$SCRATCH/build.log" 2>&1) \
         || { tail -n 30 "$SCRATCH/build.log" >&2; fail "compile" "setup.py bdist_wheel failed (log tail above)"; }
