@@ -2,6 +2,7 @@
 # PVKD reproduction harness entry point.
 #   ./reproduce.sh test              run the whole test suite (unit tests + benchmarks)
 #   ./reproduce.sh bench             run only the speed benchmarks, with their tables
+#   ./reproduce.sh setup --minkowski build (or reuse the cached) MinkowskiEngine wheel and install it into .venv
 #   ./reproduce.sh table1 ...        reproduce an experiment: any harness/configs/experiments/<name>.yaml [--profile demo|paper]
 #                                    [--seeds N] [--gpus N] [--dry-run]; then `tables` (re-render) and `check`
 #   ./reproduce.sh device-check      GPU readiness report (CUDA vs CPU float64, AMP, latency, DDP) -> results/device_check.json
@@ -33,11 +34,19 @@ ensure_pdflatex() {
     fi
 }
 
+# CI sets PVKD_REQUIRE_MINKOWSKI=1: MinkowskiEngine is installed (cached wheel, else a 6-50 min source build) so
+# that its exactness tests run instead of skipping; tools/build_minkowski.sh says which step failed.
+ensure_minkowski() {
+    [ "${PVKD_REQUIRE_MINKOWSKI:-0}" = "1" ] || return 0
+    "$PY" -c "import MinkowskiEngine" >/dev/null 2>&1 || tools/build_minkowski.sh "$PWD/$PY"
+}
+
 cmd=${1:-help}
 shift || true
 case "$cmd" in
     test)
         ensure_pdflatex
+        ensure_minkowski
         # Real-scan tests read $PVKD_REAL_DATA, transcription tests $PVKD_PAPER_TEXTS; both skip visibly without them.
         set +e
         "$PY" -m pytest -q --benchmark-columns=min,median,mean,rounds "$@"
@@ -53,8 +62,12 @@ case "$cmd" in
     tables|check)
         exec "$PY" -m harness "$cmd" "$@"
         ;;
+    setup)
+        [ "${1:-}" = "--minkowski" ] || { echo "usage: ./reproduce.sh setup --minkowski" >&2; exit 2; }
+        exec tools/build_minkowski.sh "$PWD/$PY"
+        ;;
     help|-h|--help)
-        sed -n '2,8p' "$0"
+        sed -n '2,9p' "$0"
         ;;
     *)
         # any experiment file's name (harness/configs/experiments/<name>.yaml): plan -> train (resumable, skips
