@@ -80,3 +80,17 @@ def test_every_reading_link_names_an_entry():
         for m in re.finditer(r"docs/readings\.md#[\w-]+((?:,\s*#[\w-]+)+)", text):
             missing += [f"{path.relative_to(ROOT)}: #{a}" for a in re.findall(r"#([\w-]+)", m.group(1)) if a not in entries]
     assert not missing, missing
+
+
+def test_readme_indexes_every_reading_with_its_source():
+    """The README's readings index lists every docs/readings.md entry, and every entry names its source."""
+    doc = (ROOT / "docs" / "readings.md").read_text(encoding="utf-8")
+    entries = re.findall(r"(?m)^### ([\w-]+)$", doc)
+    blocks = re.split(r"(?m)^### ", doc)[1:]
+    assert [b.split("\n", 1)[0] for b in blocks] == entries
+    without_source = [b.split("\n", 1)[0] for b in blocks if "**Source" not in b.split("\n## ", 1)[0]]
+    assert not without_source, f"readings without a **Source** line: {without_source}"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    index = readme.split("<!-- readings-index -->", 1)[1].split("<!-- /readings-index -->", 1)[0]
+    listed = re.findall(r"\(docs/readings\.md#([\w-]+)\)", index)
+    assert listed == entries, sorted(set(entries) ^ set(listed))
