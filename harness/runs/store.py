@@ -14,6 +14,7 @@ silently: re-running it with the same config hash is a no-op, with another confi
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import subprocess
@@ -28,6 +29,23 @@ from harness.config.load import config_hash, dump_config
 from harness.config.schema import RunConfig
 from harness.errors import InputError
 from harness.io import atomic_path, write_json_atomic, write_text_atomic
+
+# Descriptors of the run locks this process holds. A forked child (a DataLoader worker) inherits them, and an
+# flock lives until every descriptor of it is closed: after a kill -9 of the trainer its orphaned workers would
+# keep the run locked until they notice. Children close their copies at once (this never unlocks the parent).
+_HELD_LOCK_FDS: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    for fd in list(_HELD_LOCK_FDS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCK_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
 
 METRICS_SCHEMA_VERSION = 1
 SEED_DIR = re.compile(r"^seed(\d+)$")  # a result folder; ``seed<k>.replaced-<hash>`` is history
@@ -106,10 +124,12 @@ class RunStore:
             raise InputError(self.path, "another harness train is running on this run",
                              "wait for it to finish (or stop it), then --resume") from None
         self._lock_handle = handle
+        _HELD_LOCK_FDS.add(handle.fileno())
 
     def release(self) -> None:
         handle = getattr(self, "_lock_handle", None)
         if handle is not None:
+            _HELD_LOCK_FDS.discard(handle.fileno())
             handle.close()  # closing the descriptor drops the flock
             self._lock_handle = None
 
