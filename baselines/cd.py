@@ -20,7 +20,7 @@ The official normalisation (sum of KL over channels and images, divided by n * c
 is this mean over (scan, channel) pairs, so a batch of two scans gives the plain mean of the two
 scans' values. The softmax is a segment softmax over the scan index (no loop over sites).
 
-Readings (spec ``baselines-kd.md`` §3.4, open items 1, 4, 8):
+Readings (docs/readings.md#baselines-nodes, #baselines-levels):
 
 * **[D]** ``tau = 4`` for both terms (the official recommended logit run, ``exp_cwd.sh``
   ``channel kl 3 4``; CIRKD uses 4 for both), configurable per term.
@@ -43,7 +43,7 @@ from typing import ClassVar, Literal, Mapping
 import torch
 from torch import nn
 
-from baselines.nodes import ALL_LEVEL_TAPS, Level, check_level, gather_sites
+from baselines.nodes import Level, check_level, gather_sites
 from harness.backbones.base import BackboneInput
 from harness.distill.base import DistillContext, Distiller
 from harness.distill.recorder import TapValue
@@ -114,8 +114,6 @@ class CD(Distiller):
 
     method: ClassVar[str] = "cd"
     terms: ClassVar[tuple[str, ...]] = ("feature", "score")
-    student_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS  # an instance reads only its level's taps
-    teacher_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS
 
     def __init__(self, context: DistillContext, coefficients: Mapping[str, float] | None = None, *,
                  tau_feature: float = 4.0, tau_score: float = 4.0, level: Level = "voxel",
@@ -127,12 +125,12 @@ class CD(Distiller):
         self.tau_score = float(tau_score)
         self.level = check_level(level)
         self.feature_tap, self.logit_tap = f"{level}_features", f"{level}_logits"
-        self.student_taps = self.teacher_taps = (self.feature_tap, self.logit_tap)  # type: ignore[misc]
+        self.student_taps = self.teacher_taps = (self.feature_tap, self.logit_tap)
         c_s, c_t = context.tap_widths(self.feature_tap, "CD")
         self.adapter_kind = adapter
         self.adapter = build_adapter(c_s, c_t, adapter)
 
-    def forward(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
+    def compute(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
                 batch: BackboneInput) -> dict[str, torch.Tensor]:
         z_s = student[self.logit_tap].feats
         sites = gather_sites(self.level, batch, z_s.shape[0], z_s.device)

@@ -16,7 +16,7 @@ Teacher and student each build their own map from their own features, so widths 
 no adapter is needed. Prototypes are per scan (IFVD sums over each image's spatial dimensions);
 the student's prototypes keep their gradient, as in IFVD.
 
-Readings (spec ``baselines-kd.md`` §3.3, open items 2 and 4):
+Readings (docs/readings.md#baselines-levels):
 
 * **[D]** the IFV term alone; IFVD and CIRKD also add KD and an adversarial term, but PVD lists a
   single IFV coefficient (add the :class:`baselines.kd.KD` distiller for IFV + KD).
@@ -41,7 +41,7 @@ from typing import ClassVar, Mapping
 import torch
 import torch.nn.functional as F
 
-from baselines.nodes import ALL_LEVEL_TAPS, Level, check_level, gather_sites
+from baselines.nodes import Level, check_level, gather_sites
 from harness.backbones.base import BackboneInput
 from harness.distill.base import DistillContext, Distiller
 from harness.distill.losses import per_scan_mean
@@ -81,8 +81,6 @@ class IFV(Distiller):
 
     method: ClassVar[str] = "ifv"
     terms: ClassVar[tuple[str, ...]] = ("ifv",)
-    student_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS  # an instance reads only its level's features
-    teacher_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS
 
     def __init__(self, context: DistillContext, coefficients: Mapping[str, float] | None = None, *,
                  level: Level = "voxel", ignore_label: int = 0) -> None:
@@ -90,9 +88,9 @@ class IFV(Distiller):
         self.level = check_level(level)
         self.ignore_label = int(ignore_label)
         self.feature_tap = f"{level}_features"
-        self.student_taps = self.teacher_taps = (self.feature_tap,)  # type: ignore[misc]
+        self.student_taps = self.teacher_taps = (self.feature_tap,)
 
-    def forward(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
+    def compute(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
                 batch: BackboneInput) -> dict[str, torch.Tensor]:
         f_s = student[self.feature_tap].feats
         sites = gather_sites(self.level, batch, f_s.shape[0], f_s.device)

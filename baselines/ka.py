@@ -23,7 +23,7 @@ of the R sites of a batch:
 
       z_i = E(phi_t)_i,  u_i = C_f(phi_s)_i,  v_i = C_a(phi_s)_i                 (each k C_t wide)
       d_i = || z_i / ||z_i||_2  -  u_i / ||u_i||_2 ||_p                            (p = 1)
-      L_adaptation = mean over scans b of (1/|S_b|) sum_{i in S_b} d_i
+      L_adaptation = mean over scans b of (1/|S_b|) sum_{i in S_b} d_i           (KA eq. 3)
       per scan b, nodes n = max-pooled cells (baselines.nodes, <= max_nodes = M_b):
       A_jl = cos(n_j, n_l) / M_b   (teacher nodes from z, student nodes from v)
       L_affinity^b = (1/M_b) sum_j || A_j^S - A_j^T ||_2,   L_affinity = mean over scans
@@ -31,7 +31,7 @@ of the R sites of a batch:
   C_f = conv(C_s -> k C_t) + BN + ReLU (feature adapter), C_a = conv(C_s -> k C_t) with bias
   (affinity adapter): both trainable with the student.
 
-Readings (spec ``baselines-kd.md`` §3.5, open items 1 and 6):
+Readings (docs/readings.md#baselines-nodes, #baselines-levels):
 
 * **[R]** "conv" = a stride-1 ``SubMConv3d`` with kernel 3 on the voxel grid (the paper's 3 x 3
   convs; teacher and student share the sites, so no stride or resize) on Cylinder3D and MinkUNet;
@@ -40,6 +40,12 @@ Readings (spec ``baselines-kd.md`` §3.5, open items 1 and 6):
 * **[R]** adaptation normalised **per site** (q = 2) with the L_p distance p = 1 (torchdistill's p),
   averaged per scan then over scans (the harness convention); torchdistill normalises each whole sample, which at ~1e5 sites x 64
   channels makes every entry ~1/sqrt(R C) and lambda_ada meaningless. ``p = 2`` is a flag.
+* **[R]** scale (``adaptation_reduction``): ``"norm"`` (default) keeps KA eq. 3's per-site L_p
+  *norm* over the L = k C_t latent channels, the quantity lambda_ada (replacing the paper's beta)
+  weights; for p = 1 it is L times an element-wise mean, so it grows with the latent width
+  (L = 64 for the Cylinder3D teacher's 128 channels). ``"channel_mean"`` divides by L^(1/p)
+  (the p-power mean over channels: the element-wise mean |.| for p = 1, as torchdistill's
+  ``l1_loss`` reduction), a term of the size of a per-element mean.
 * **[R]** affinity = position-wise cosine graph scaled by 1/M, mean row-difference L2 norm (the
   paper's reading); torchdistill's ``AffinityLoss`` builds per-channel spatial outer products
   instead. Graphs on the SKD node sets (cells, <= max_nodes per scan, same draw for both
@@ -64,10 +70,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.nodes import (ALL_LEVEL_TAPS, DEFAULT_MAX_NODES, Level, Sites, build_nodes, check_level,
+from baselines.nodes import (DEFAULT_MAX_NODES, Level, Sites, build_nodes, check_level,
                              default_cell_size, gather_sites)
 from harness.backbones.base import BackboneInput
-from harness.distill.base import BACKBONE_FAMILY, DistillContext, Distiller
+from harness.backbones.base import backbone_family
+from harness.distill.base import DistillContext, Distiller
 from harness.distill.losses import cosine_affinity, per_scan_mean
 from harness.distill.recorder import TapRecorder, TapValue
 from harness.sparse import SparseTensor, SubMConv3d
@@ -150,10 +157,25 @@ def adaptation_distance(adapted: torch.Tensor, latent: torch.Tensor, p: float = 
     return torch.linalg.vector_norm(u - z, ord=p, dim=1)
 
 
+ADAPTATION_REDUCTIONS = ("norm", "channel_mean")
+
+
 def adaptation_loss(adapted: torch.Tensor, latent: torch.Tensor, scan: torch.Tensor, num_scans: int,
-                    p: float = 1.0) -> torch.Tensor:
-    """``L_adaptation``: :func:`adaptation_distance` averaged over each scan's sites, then over scans."""
-    return per_scan_mean(adaptation_distance(adapted, latent, p), scan, num_scans)
+                    p: float = 1.0, reduction: str = "norm") -> torch.Tensor:
+    r"""``L_adaptation`` (KA eq. 3): :func:`adaptation_distance` averaged over each scan's sites, then over scans.
+
+    .. math:: L = \frac{1}{B'}\sum_b \frac{1}{|S_b|}\sum_{i\in S_b} \frac{1}{\kappa}
+              \Big\lVert \frac{z_i}{\lVert z_i\rVert_2} - \frac{u_i}{\lVert u_i\rVert_2}\Big\rVert_p
+
+    with :math:`\kappa = 1` (``reduction="norm"``, eq. 3's per-site norm) or :math:`\kappa = L^{1/p}`
+    (``"channel_mean"``, L latent channels). Shapes: adapted, latent (R, L); scan (R,).
+    """
+    if reduction not in ADAPTATION_REDUCTIONS:
+        raise ValueError(f"adaptation_reduction must be one of {list(ADAPTATION_REDUCTIONS)}, got {reduction!r}")
+    distance = adaptation_distance(adapted, latent, p)
+    if reduction == "channel_mean":
+        distance = distance / float(latent.shape[1]) ** (1.0 / p)
+    return per_scan_mean(distance, scan, num_scans)
 
 
 def affinity_loss(student_nodes: Sequence[torch.Tensor], teacher_nodes: Sequence[torch.Tensor],
@@ -198,6 +220,8 @@ class KA(Distiller):
         p: norm of the adaptation distance (default 1).
         affinity: ``"row_l2"`` (default) or ``"mse"``.
         sparsity: alpha of the stage-1 L1 term (default 1e-7).
+        adaptation_reduction: ``"norm"`` (default, KA eq. 3's per-site L_p norm) or ``"channel_mean"``
+            (divided by L^(1/p), L the latent width).
         cell_size, max_nodes, generator: node sets of the affinity graphs (as :class:`baselines.skd.SKD`).
 
     Submodules: ``autoencoder`` (stage 1, then frozen), ``feature_adapter`` (C_f), ``affinity_adapter``
@@ -206,23 +230,26 @@ class KA(Distiller):
 
     method: ClassVar[str] = "ka"
     terms: ClassVar[tuple[str, ...]] = ("adaptation", "affinity")
-    student_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS  # an instance reads only its level's features
-    teacher_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS
 
     def __init__(self, context: DistillContext, coefficients: Mapping[str, float] | None = None, *,
                  level: Level = "voxel", kernel_size: int | None = None, latent_ratio: float = 0.5,
                  p: float = 1.0, affinity: AffinityKind = "row_l2", sparsity: float = 1e-7,
+                 adaptation_reduction: str = "norm",
                  cell_size: Sequence[int] | None = None, max_nodes: int = DEFAULT_MAX_NODES,
                  generator: torch.Generator | None = None) -> None:
         super().__init__(context, coefficients)
         self.level = check_level(level)
         self.feature_tap = f"{level}_features"
-        self.student_taps = self.teacher_taps = (self.feature_tap,)  # type: ignore[misc]
+        self.student_taps = self.teacher_taps = (self.feature_tap,)
         if kernel_size is None:
-            point_wise = level == "point" or BACKBONE_FAMILY.get(context.backbone, context.backbone) == "SPVNAS"
+            point_wise = level == "point" or backbone_family(context.backbone) == "SPVNAS"
             kernel_size = 1 if point_wise else 3
         if level == "point" and kernel_size != 1:
             raise ValueError("KA at point level needs kernel_size=1 (points are not unique grid sites)")
+        if adaptation_reduction not in ADAPTATION_REDUCTIONS:
+            raise ValueError(f"adaptation_reduction must be one of {list(ADAPTATION_REDUCTIONS)}, "
+                             f"got {adaptation_reduction!r}")
+        self.adaptation_reduction = adaptation_reduction
         if affinity not in ("row_l2", "mse"):
             raise ValueError(f"affinity must be 'row_l2' or 'mse', got {affinity!r}")
         c_s, c_t = context.tap_widths(self.feature_tap, "KA")
@@ -329,7 +356,7 @@ class KA(Distiller):
         return self
 
     # ----------------------------------------------------------------------------------------- stage 2
-    def forward(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
+    def compute(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
                 batch: BackboneInput) -> dict[str, torch.Tensor]:
         if not bool(self.autoencoder_fitted):
             raise RuntimeError("KA's auto-encoder is not fitted: run KA.pretrain(teacher, loader) first "
@@ -341,7 +368,8 @@ class KA(Distiller):
         grid = self.grid(batch, f_s)
         with torch.no_grad():
             latent = self.autoencoder.encode(f_t, grid)
-        adaptation = adaptation_loss(self.feature_adapter(f_s, grid), latent, sites.scan, sites.num_scans, self.p)
+        adaptation = adaptation_loss(self.feature_adapter(f_s, grid), latent, sites.scan, sites.num_scans, self.p,
+                                     self.adaptation_reduction)
         return {"adaptation": adaptation, "affinity": self._affinity(self.affinity_adapter(f_s, grid), latent, sites)}
 
     def _affinity(self, student_latent: torch.Tensor, teacher_latent: torch.Tensor, sites: Sites) -> torch.Tensor:
@@ -353,4 +381,5 @@ class KA(Distiller):
 
     def extra_repr(self) -> str:
         return (f"level={self.level!r}, kernel_size={self.kernel_size}, latent={self.latent_channels}, p={self.p}, "
+                f"adaptation_reduction={self.adaptation_reduction!r}, "
                 f"affinity={self.affinity_kind!r}, cell_size={self.cell_size}, max_nodes={self.max_nodes}")

@@ -11,7 +11,10 @@ S_b the sites of scan b and B' the scans that have sites::
     KL_i  = T^2 * sum_k p_ik^T (log p_ik^T - log p_ik^S)                      (KL(p^T || p^S))
     L_kd  = (1/|B'|) * sum_{b in B'} (1/|S_b|) * sum_{i in S_b} KL_i
 
-Readings (spec ``baselines-kd.md`` §3.1, open items 3-4):
+This is the harness's one output-distillation convention (:func:`harness.distill.losses.site_kl`):
+summed over the K classes, mean over sites; ``kl_class_reduction="mean"`` divides by K as well.
+
+Readings (docs/readings.md#baselines-levels, #kl-convention):
 
 * **[D]** ``temperature = 1`` (the segmentation codebases IFVD / CIRKD; Hinton's classification
   setting is 4), configurable; the T^2 factor keeps gradient scale across T (Hinton §2).
@@ -38,16 +41,18 @@ from typing import ClassVar, Mapping
 
 import torch
 
-from baselines.nodes import ALL_LEVEL_TAPS, Level, check_level, gather_sites
+from baselines.nodes import Level, check_level, gather_sites
 from harness.backbones.base import BackboneInput
 from harness.distill.base import DistillContext, Distiller
-from harness.distill.losses import kl_divergence, per_scan_mean
+from harness.distill.losses import KL_CLASS_REDUCTION, check_class_reduction, kl_divergence, site_kl
 from harness.distill.recorder import TapValue
 
 
-def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Per-site ``T^2 * KL(softmax(z^T/T) || softmax(z^S/T))``: (R, K), (R, K) -> (R,), float32, teacher detached."""
-    return kl_divergence(student_logits.float(), teacher_logits.detach().float(), temperature)
+def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
+            class_reduction: str = KL_CLASS_REDUCTION) -> torch.Tensor:
+    """Per-site ``T^2 * KL(softmax(z^T/T) || softmax(z^S/T))``: (R, K), (R, K) -> (R,), float32, teacher detached
+    (``class_reduction="mean"``: divided by K)."""
+    return kl_divergence(student_logits.float(), teacher_logits.detach().float(), temperature, class_reduction)
 
 
 def drop_logit(logits: torch.Tensor, index: int | None) -> torch.Tensor:
@@ -67,34 +72,35 @@ class KD(Distiller):
         temperature: softmax temperature T (default 1).
         level: ``"voxel"`` (default) or ``"point"`` logits.
         ignore_logit: logit column dropped before the softmax, or None (default: keep all).
+        kl_class_reduction: ``"sum"`` (default, the KL) or ``"mean"`` (divided by the number of classes).
 
-    ``forward`` reads ``{level}_logits`` (R, K) from both networks and returns ``{"kd": scalar}``.
+    ``compute`` reads ``{level}_logits`` (R, K) from both networks and returns ``{"kd": scalar}``.
     """
 
     method: ClassVar[str] = "kd"
     terms: ClassVar[tuple[str, ...]] = ("kd",)
-    student_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS  # an instance reads only its level's logits
-    teacher_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS
 
     def __init__(self, context: DistillContext, coefficients: Mapping[str, float] | None = None, *,
-                 temperature: float = 1.0, level: Level = "voxel", ignore_logit: int | None = None) -> None:
+                 temperature: float = 1.0, level: Level = "voxel", ignore_logit: int | None = None,
+                 kl_class_reduction: str = KL_CLASS_REDUCTION) -> None:
         super().__init__(context, coefficients)
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
         self.level = check_level(level)
         self.ignore_logit = ignore_logit
+        self.kl_class_reduction = check_class_reduction(kl_class_reduction)
         self.logit_tap = f"{level}_logits"
-        self.student_taps = self.teacher_taps = (self.logit_tap,)  # type: ignore[misc]
+        self.student_taps = self.teacher_taps = (self.logit_tap,)
 
-    def forward(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
+    def compute(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
                 batch: BackboneInput) -> dict[str, torch.Tensor]:
         z_s = student[self.logit_tap].feats
         z_t = teacher[self.logit_tap].feats
         sites = gather_sites(self.level, batch, z_s.shape[0], z_s.device)
-        kl = soft_kl(drop_logit(sites.take(z_s), self.ignore_logit),
-                     drop_logit(sites.take(z_t), self.ignore_logit), self.temperature)
-        return {"kd": per_scan_mean(kl, sites.scan, sites.num_scans)}
+        z_s, z_t = drop_logit(sites.take(z_s), self.ignore_logit), drop_logit(sites.take(z_t), self.ignore_logit)
+        return {"kd": site_kl(z_s, z_t, sites.scan, sites.num_scans, self.temperature, self.kl_class_reduction)}
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, level={self.level!r}, ignore_logit={self.ignore_logit}"
+        return (f"temperature={self.temperature}, level={self.level!r}, ignore_logit={self.ignore_logit}, "
+                f"kl_class_reduction={self.kl_class_reduction!r}")

@@ -9,7 +9,7 @@ Two things every baseline needs on a ragged LiDAR batch:
 * :func:`build_nodes` -- the node sets of the structured terms (SKD pair-wise, KA affinity): a
   graph over all N ~ 1e5 sites of a scan would be an N x N matrix (1e10 entries, ~40 GB), so
   sites are pooled into coarse grid cells and at most ``max_nodes`` cells are kept per scan
-  (spec baselines-kd.md §3.2(d) steps 1-2):
+  (docs/readings.md#baselines-nodes):
 
   1. node of a site = its grid cell ``(d0, d1, d2) // cell_size`` within its scan
      (the 3-D analogue of SKD's beta x beta patch); node feature = channel-wise **max** over the
@@ -19,9 +19,9 @@ Two things every baseline needs on a ragged LiDAR batch:
 
   Each scan's graph is then at most ``max_nodes x max_nodes`` whatever N is (default 4096:
   16.8 M entries, 67 MB fp32). **[D]** global coarse-cell graph, not PVD's supervoxel-local
-  option B (spec open item 1); **[D]** ``cell_size`` (4, 4, 2) on Cylinder3D's 480 x 360 x 32
+  option B (docs/readings.md#baselines-nodes); **[D]** ``cell_size`` (4, 4, 2) on Cylinder3D's 480 x 360 x 32
   cylindrical grid and 8 voxels (0.4 m at 5 cm) on the cubic grids of SPVCNN / MinkUNet
-  (spec §3.2(d)); **[D]** ``max_nodes = 4096``.
+  (docs/readings.md#baselines-nodes); **[D]** ``max_nodes = 4096``.
 
 Node order is the sorted cell key, so pooling, sampling and the graphs do not depend on the
 order of the sites inside a scan (same random draw -> same nodes).
@@ -33,24 +33,14 @@ from typing import Literal, Sequence
 
 import torch
 
-from harness.backbones.base import BackboneInput
-from harness.distill.base import BACKBONE_FAMILY
+from harness.backbones.base import BACKBONES, BackboneInput
 from harness.sparse.point_ops import scatter_max
 
 Level = Literal["voxel", "point"]
 LEVELS: tuple[str, ...] = ("voxel", "point")
 
-#: [D] node cell per backbone family, in grid cells (spec baselines-kd.md §3.2(d) step 1)
-DEFAULT_CELL_SIZE: dict[str, tuple[int, int, int]] = {
-    "Cylinder3D": (4, 4, 2),       # 480 x 360 x 32 cylindrical grid -> at most 120 x 90 x 16 cells
-    "SPVNAS": (8, 8, 8),           # 5 cm cubic voxels -> 0.4 m cells
-    "MinkowskiNet": (8, 8, 8),
-}
-#: [D] most nodes per scan and graph (spec §3.2(d) step 2)
+#: [D] most nodes per scan and graph (docs/readings.md#baselines-nodes)
 DEFAULT_MAX_NODES = 4096
-#: every tap a baseline may read; the class attribute ``student_taps`` / ``teacher_taps`` lists them
-#: all (the trainer probes channel widths from the class), an instance narrows them to its level
-ALL_LEVEL_TAPS = ("voxel_logits", "voxel_features", "point_logits", "point_features")
 
 
 def check_level(level: str) -> str:
@@ -60,11 +50,10 @@ def check_level(level: str) -> str:
 
 
 def default_cell_size(backbone: str) -> tuple[int, int, int]:
-    """The [D] node cell of :data:`DEFAULT_CELL_SIZE` for a backbone name or Table 4 family."""
-    family = BACKBONE_FAMILY.get(backbone, backbone)
-    if family not in DEFAULT_CELL_SIZE:
+    """The [D] node cell of a registered backbone (its class attribute ``node_cell``, in grid cells)."""
+    if backbone not in BACKBONES:
         raise KeyError(f"no default node cell for backbone {backbone!r}; pass cell_size=(s0, s1, s2)")
-    return DEFAULT_CELL_SIZE[family]
+    return tuple(BACKBONES.get(backbone).node_cell)
 
 
 @dataclass(frozen=True)

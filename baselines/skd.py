@@ -9,9 +9,11 @@ Table 4): ``pixel`` = lambda_pi, ``pair`` = lambda_pa.
 
 As implemented:
 
-* ``pixel`` -- KD at T = 1 on the (R, K) logits of the sites (:func:`baselines.kd.soft_kl`), mean
-  over each scan's sites S_b, then over scans:
-  ``L_pi = mean_b (1/|S_b|) sum_{i in S_b} KL(softmax(z_i^T) || softmax(z_i^S))``.
+* ``pixel`` -- KD at T = 1 on the (R, K) logits of the sites (:func:`harness.distill.losses.site_kl`,
+  the harness's one KL convention), KL summed over the K classes, mean over each scan's sites S_b,
+  then over scans:
+  ``L_pi = mean_b (1/|S_b|) sum_{i in S_b} sum_k p_ik^T (log p_ik^T - log p_ik^S)``
+  (``kl_class_reduction="mean"`` divides by K as well).
 * ``pair`` -- per scan b, the sites' penultimate features are max-pooled into M_b <= max_nodes
   grid-cell nodes (:func:`baselines.nodes.build_nodes`; same nodes for both networks), and::
 
@@ -24,7 +26,7 @@ As implemented:
   same mean over pairs and scans, so a batch of two scans gives the plain mean of the two.
 * No holistic (conditional WGAN-GP) term: PVD lists no coefficient for it.
 
-Readings (spec ``baselines-kd.md`` §3.2, open items 1, 4, 5):
+Readings (docs/readings.md#baselines-nodes, #baselines-levels):
 
 * **[R]** pixel term as KL (the official code takes the soft cross-entropy, which has the same
   gradient); mean over sites per scan, then over scans (the harness convention; the official
@@ -46,12 +48,11 @@ from typing import ClassVar, Mapping, Sequence
 
 import torch
 
-from baselines.kd import soft_kl
-from baselines.nodes import (ALL_LEVEL_TAPS, DEFAULT_MAX_NODES, Level, NodeSet, Sites, build_nodes, check_level,
+from baselines.nodes import (DEFAULT_MAX_NODES, Level, NodeSet, Sites, build_nodes, check_level,
                              default_cell_size, gather_sites)
 from harness.backbones.base import BackboneInput
 from harness.distill.base import DistillContext, Distiller
-from harness.distill.losses import per_scan_mean
+from harness.distill.losses import KL_CLASS_REDUCTION, check_class_reduction, site_kl
 from harness.distill.recorder import TapValue
 
 
@@ -87,36 +88,37 @@ class SKD(Distiller):
         cell_size: node cell (s0, s1, s2) in grid cells; default per backbone.
         max_nodes: most nodes per scan graph (default 4096).
         generator: random source of the node draw (default: torch's global generator).
+        kl_class_reduction: ``"sum"`` (default) or ``"mean"`` for the pixel term's KL.
     """
 
     method: ClassVar[str] = "skd"
     terms: ClassVar[tuple[str, ...]] = ("pixel", "pair")
-    student_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS  # an instance reads only its level's taps
-    teacher_taps: ClassVar[tuple[str, ...]] = ALL_LEVEL_TAPS
 
     def __init__(self, context: DistillContext, coefficients: Mapping[str, float] | None = None, *,
                  level: Level = "voxel", cell_size: Sequence[int] | None = None,
-                 max_nodes: int = DEFAULT_MAX_NODES, generator: torch.Generator | None = None) -> None:
+                 max_nodes: int = DEFAULT_MAX_NODES, generator: torch.Generator | None = None,
+                 kl_class_reduction: str = KL_CLASS_REDUCTION) -> None:
         super().__init__(context, coefficients)
         self.level = check_level(level)
         self.logit_tap, self.feature_tap = f"{level}_logits", f"{level}_features"
-        self.student_taps = self.teacher_taps = (self.logit_tap, self.feature_tap)  # type: ignore[misc]
+        self.student_taps = self.teacher_taps = (self.logit_tap, self.feature_tap)
         cell = cell_size if cell_size is not None else default_cell_size(context.backbone)
         self.cell_size = tuple(int(s) for s in cell)
         self.max_nodes = int(max_nodes)
         self.generator = generator
+        self.kl_class_reduction = check_class_reduction(kl_class_reduction)
 
     def nodes(self, batch: BackboneInput, num_rows: int, device: torch.device) -> tuple[NodeSet, Sites]:
         """The node set of a batch (for inspection): ``(NodeSet, Sites)``."""
         sites = gather_sites(self.level, batch, num_rows, device)
         return build_nodes(sites, self.cell_size, self.max_nodes, self.generator), sites
 
-    def forward(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
+    def compute(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
                 batch: BackboneInput) -> dict[str, torch.Tensor]:
         z_s = student[self.logit_tap].feats
         nodes, sites = self.nodes(batch, z_s.shape[0], z_s.device)
-        kl = soft_kl(sites.take(z_s), sites.take(teacher[self.logit_tap].feats), 1.0)
-        pixel = per_scan_mean(kl, sites.scan, sites.num_scans)
+        pixel = site_kl(sites.take(z_s), sites.take(teacher[self.logit_tap].feats), sites.scan, sites.num_scans, 1.0,
+                        self.kl_class_reduction)
         f_s = sites.take(student[self.feature_tap].feats).float()
         if nodes.num_nodes == 0:
             return {"pixel": pixel, "pair": f_s.sum() * 0.0}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -77,11 +78,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if not args.split and not args.sequences:
             raise InputError("--split/--sequences", "no sequences chosen", "pass --split val or --sequences 08 ...")
         sequences = resolve_sequences(args.split, args.sequences or None)
-        result = runner.evaluate_semantickitti(args.root, args.predictions, sequences)
-    else:
-        from harness.data.nuscenes import evaluate_nuscenes
+        from harness.engine.data import LABEL_MAPS
 
-        result = evaluate_nuscenes(args.root, args.predictions, version=args.version, eval_set=args.split or "val")
+        result = runner.evaluate_semantickitti(args.root, args.predictions, sequences, LABEL_MAPS[args.label_map])
+    else:
+        result = runner.evaluate_nuscenes(args.root, args.predictions, version=args.version, eval_set=args.split or "val")
     print(runner.format_table(result))
     if args.out:
         from harness.io import write_json_atomic
@@ -91,7 +92,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_profile(args: argparse.Namespace) -> int:
+def _cmd_timing(args: argparse.Namespace) -> int:
+    from harness.backbones.base import BACKBONES
+
+    if args.backbone not in BACKBONES:
+        raise InputError("--backbone", BACKBONES.unknown_message(args.backbone), "pass a registered backbone name")
     if args.what == "data":
         from harness.profiling.data import profile_data
 
@@ -121,7 +126,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
+def _cmd_predict(args: argparse.Namespace) -> int:
     from harness.engine.inference import run_eval
 
     result = run_eval(args.run, args.checkpoint, args.config, args.predictions_out, args.tta, args.split, args.device)
@@ -148,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=_cmd_gen_data)
 
     ev = sub.add_parser("evaluate", help="score prediction files with the official metric semantics")
-    ev.add_argument("--dataset", choices=["semantickitti", "nuscenes"], required=True)
+    from harness.data.datasets import DATASETS
+
+    ev.add_argument("--dataset", choices=DATASETS.names(), required=True)
     ev.add_argument("--root", type=Path, required=True, help="dataset root")
     ev.add_argument("--split", help="semantickitti: train|val|test; nuscenes: eval set (val, mini_val, ...)")
     ev.add_argument("--sequences", nargs="*", help="SemanticKITTI sequences (instead of --split)")
@@ -156,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="semantickitti: PRED/sequences/NN/predictions/*.label; nuscenes: PRED/lidarseg/<set>/*.bin")
     ev.add_argument("--version", default="v1.0-trainval", help="nuScenes table version")
     ev.add_argument("--out", type=Path, help="write metrics JSON here")
+    ev.add_argument("--label-map", choices=["official", "spvnas"], default="official",
+                    help="SemanticKITTI ground-truth mapping (spvnas: the MinkUNet/SPVCNN recipes' data.label_map)")
     ev.set_defaults(func=_cmd_evaluate)
 
     tr = sub.add_parser("train", help="train a teacher, a student, or a distilled student")
@@ -165,19 +174,24 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", help="cpu | cuda (default: cuda when available)")
     tr.set_defaults(func=_cmd_train)
 
-    evl = sub.add_parser("eval", help="evaluate a run and write predictions (SemanticKITTI submission layout)")
-    evl.add_argument("--run", type=Path, help="run folder (config.yaml + checkpoints/last.pt)")
+    evl = sub.add_parser("predict", aliases=["eval"],
+                         help="run a trained model on a split: scores + predictions (SemanticKITTI submission layout); "
+                              "'eval' is the old name")
+    evl.add_argument("--run", type=Path, help="run folder (config.yaml + the checkpoint eval.checkpoint names: best.pt by default)")
     evl.add_argument("--checkpoint", type=Path)
     evl.add_argument("--config", type=Path)
     evl.add_argument("--split", default="val")
     evl.add_argument("--predictions-out", type=Path, help="write OUT/sequences/NN/predictions/*.label")
-    evl.add_argument("--tta", action="store_true", help="4-flip test-time augmentation")
+    evl.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                     help="4-flip test-time augmentation (default: the run config's eval.tta)")
     evl.add_argument("--device")
-    evl.set_defaults(func=_cmd_eval)
+    evl.set_defaults(func=_cmd_predict)
 
-    prof = sub.add_parser("profile", help="time preprocessing (data) or a backbone (model)")
+    prof = sub.add_parser("timing", aliases=["profile"],
+                          help="time preprocessing (data) or a backbone (model); 'profile' is the old name "
+                               "(a run profile is --profile of reproduce)")
     prof.add_argument("what", choices=["data", "model"])
-    prof.add_argument("--backbone", choices=["cylinder3d", "minkunet", "spvcnn"], required=True)
+    prof.add_argument("--backbone", required=True, help="a registered backbone (harness/backbones: BACKBONES)")
     prof.add_argument("--scan", type=Path, required=True, help="a SemanticKITTI .bin scan")
     prof.add_argument("--label", type=Path, help="its .label file (data profiling)")
     prof.add_argument("--repeat", type=int, default=20)
@@ -189,13 +203,33 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--backend", default="auto", choices=CHOICES[("model", "sparse_backend")],
                       help="model: auto|torchref|spconv|minkowski")
     prof.add_argument("--device", default="cpu", help="model: cpu or cuda")
-    prof.set_defaults(func=_cmd_profile)
+    prof.set_defaults(func=_cmd_timing)
+
+    dc = sub.add_parser("device-check", help="GPU readiness: CUDA vs CPU float64, AMP, latency, train step, DDP "
+                        "(JSON report; CUDA parts skipped with a reason on CPU)")
+    dc.add_argument("--scans", type=Path,
+                    default=Path(os.environ["PVKD_REAL_DATA"]) / "semantickitti" if os.environ.get("PVKD_REAL_DATA") else None,
+                    help="folder with real SemanticKITTI .bin scans (default $PVKD_REAL_DATA/semantickitti)")
+    dc.add_argument("--out", type=Path, default=Path("results/device_check.json"), help="JSON report path")
+    dc.add_argument("--quick", action="store_true", help="few samples, small crops (the CPU test)")
+    dc.set_defaults(func=_cmd_device_check)
 
     # reproduce / tables / check: experiments as data, the run store, reported numbers (harness/reproduce, harness/report)
     from harness.reproduce.cli import add_subcommands
 
     add_subcommands(sub)
     return parser
+
+
+def _cmd_device_check(args: argparse.Namespace) -> int:
+    from harness.device_check import run_device_check
+
+    report = run_device_check(args.scans, args.out, quick=args.quick)
+    skipped = [f"{k} ({v['skipped']})" for k, v in report.items() if isinstance(v, dict) and "skipped" in v]
+    verdict = "passed" if report["passed"] else "FAILED"
+    print(f"device check on {report['device']}: {verdict} in {report['seconds']:.0f} s; report {args.out}"
+          + (f"; skipped: {'; '.join(skipped)}" if skipped else ""))
+    return 0 if report["passed"] else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """Shared fixtures.
 
-Real SemanticKITTI / nuScenes sample files are found through one setting: ``$PVKD_REAL_DATA``,
-defaulting to ``../shared/data/real`` next to the repository. Tests that need them skip with a
+Real SemanticKITTI / nuScenes sample files are found through one setting: ``$PVKD_REAL_DATA`` (the folder
+holding ``semantickitti/`` and ``nuscenes/``; no default). Tests that need them skip with a
 visible reason where they are absent (as on a user's own clone); the rest run on generated data.
 """
 from __future__ import annotations
@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REAL_DATA = Path(os.environ.get("PVKD_REAL_DATA", REPO_ROOT.parent / "shared" / "data" / "real"))
+REAL_DATA = Path(os.environ["PVKD_REAL_DATA"]) if os.environ.get("PVKD_REAL_DATA") else None
 
 
-def _require(path: Path) -> Path:
+def _require(path: Path | None) -> Path:
+    if path is None:
+        pytest.skip("real sample data: set PVKD_REAL_DATA to the folder holding semantickitti/ and nuscenes/")
     if not path.exists():
         pytest.skip(f"real sample data not found at {path} (set PVKD_REAL_DATA to the folder holding semantickitti/ and nuscenes/)")
     return path
@@ -53,3 +55,15 @@ def _one_intra_op_thread(request):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_dir(tmp_path_factory):
+    """Tests never write the user's cache (``~/.cache/pvkd-harness``): one throw-away ``$PVKD_CACHE_DIR``."""
+    previous = os.environ.get("PVKD_CACHE_DIR")
+    os.environ["PVKD_CACHE_DIR"] = str(tmp_path_factory.mktemp("pvkd_cache"))
+    yield
+    if previous is None:
+        os.environ.pop("PVKD_CACHE_DIR", None)
+    else:
+        os.environ["PVKD_CACHE_DIR"] = previous

@@ -17,13 +17,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from harness.registry import Registry
+from harness.voxelize import voxelize_for_grid
 from harness.voxelize.sparse_grid import VoxelizedScan
 
 #: tap names every backbone provides (values: module paths inside that backbone)
@@ -39,6 +40,52 @@ BACKBONES: Registry[type[nn.Module]] = Registry("backbone")
 BACKBONES.register("cylinder3d", "harness.backbones.cylinder3d:Cylinder3D")
 BACKBONES.register("minkunet", "harness.backbones.minkunet:MinkUNet")
 BACKBONES.register("spvcnn", "harness.backbones.spvcnn:SPVCNN")
+
+
+class Backbone(nn.Module):
+    """What a backbone says about itself (detectron2 ``Backbone`` pattern): every fact the harness needs
+    about a network is a class attribute here, so a new backbone is one file plus a register line.
+
+    Class attributes:
+        grid: the preprocessing it consumes: ``"cylindrical"`` (Cylinder3D grid) or ``"cubic"`` (0.05 m
+            voxels) -- :func:`harness.voxelize.voxelize_for_grid`.
+        family: its column in PVKD supplementary Table 4 (``harness/distill/coefficients.yaml``).
+        label_offset: logit column ``j`` is learning id ``j + label_offset`` (an instance may override it).
+        has_point_head: point logits come from a head of their own (an instance may compute it).
+        node_cell: grid cells merged into one graph node by the graph baselines (CD, IFV, SKD, KA), (d0, d1, d2).
+        config_options: ``model.*`` config fields :meth:`build` passes on as keyword arguments.
+    Instances list their hookable tensors in ``tap_points`` (tap name -> module path).
+    """
+
+    grid: ClassVar[str]
+    family: ClassVar[str]
+    label_offset: int = 0
+    has_point_head: bool = False
+    node_cell: ClassVar[tuple[int, int, int]]
+    config_options: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def build(cls, num_classes: int, width: float, **options: Any) -> "Backbone":
+        """The network for a dataset of ``num_classes`` learning classes (ignored id 0 included: 20 for
+        SemanticKITTI, 17 for nuScenes) at channel ``width`` (1.0 teacher, 0.5 student); its head has
+        ``num_classes - label_offset`` outputs."""
+        return cls(width=width, num_classes=num_classes - cls.label_offset, **options)
+
+    @property
+    def tap_points(self) -> dict[str, str]:
+        raise NotImplementedError(f"{type(self).__name__} must list its tap points")
+
+
+def backbone_family(name: str) -> str:
+    """Table 4 family of a registered backbone name; a family name passes through unchanged."""
+    return BACKBONES.get(name).family if name in BACKBONES else name
+
+
+def voxelize_for_backbone(backbone: str, points: np.ndarray, labels: np.ndarray | None = None,
+                          augment_rng: np.random.Generator | None = None, dataset: str = "semantickitti") -> VoxelizedScan:
+    """The original recipe's preprocessing for a registered ``backbone`` (its ``grid``); augmentation only when
+    ``augment_rng`` is given. Unknown names: KeyError with a did-you-mean."""
+    return voxelize_for_grid(BACKBONES.get(backbone).grid, points, labels, augment_rng, dataset)
 
 
 class TapPoint(nn.Identity):
@@ -78,6 +125,17 @@ class BackboneInput:
     def to(self, device: torch.device | str) -> "BackboneInput":
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
         return BackboneInput(**moved)
+
+    def pin_memory(self) -> "BackboneInput":
+        """Page-locked copies of every tensor, extras included (``DataLoader(pin_memory=True)`` calls this on
+        batches of custom types; without it a batch would silently stay pageable)."""
+        def pin(v):
+            if isinstance(v, (torch.Tensor, BackboneInput)):
+                return v.pin_memory()
+            return v
+
+        pinned = {k: pin(v) for k, v in self.__dict__.items() if k != "extras"}
+        return BackboneInput(**pinned, extras={k: pin(v) for k, v in self.extras.items()})
 
 
 @dataclass

@@ -13,8 +13,7 @@ Sources (facts read, code not copied):
   ``config/semantickitti-multiscan.yaml`` / ``config/nuScenes.yaml`` (0.5x student: ``init_size``
   16, ``num_input_features`` 16, ``out_fea_dim`` 256 on SemanticKITTI, 128 on nuScenes with 17
   classes). The point MLP's hidden widths (64/128/256) are hard-coded and *not* halved there.
-* Design reference ``../shared/specs/backbones-backends.md`` §1.1 (architecture table, spconv-1
-  key sharing §1.1.4, widths §1.1.5, parameter counts §1.1.6, checkpoint keys §1.1.7).
+* Readings: docs/readings.md#cylinder3d-legacy-keys, #pvd-point-head.
 
 Widths. ``width`` scales only the 3-D network's base width ``init_size = round(32 * width)``:
 ``width=1.0`` is the original Cylinder3D teacher (c=32, F=16, 55,853,366 official parameters)
@@ -28,7 +27,7 @@ point-MLP widths follow the released configs, i.e. they are not halved with ``wi
 Kernel-map semantics (``legacy_spconv1_keys``). The official network was trained with spconv
 1.2.1, where every ``SubMConv3d`` whose ``indice_key`` already exists reuses the first user's
 kernel map whatever its own kernel size, and indexes its (row-major flattened) weight by that
-map's offsets (maintainer's statement in xinge008/Cylinder3D#102; spec §1.1.4). With
+map's offsets (maintainer's statement in xinge008/Cylinder3D#102; docs/readings.md#cylinder3d-legacy-keys). With
 ``legacy_spconv1_keys=True`` (default, needed to reproduce the official/PVKD checkpoints) every
 shared key runs with its first user's geometry through the sparse modules' ``map_kernel_size``:
 
@@ -84,7 +83,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from harness.backbones.base import BackboneInput, BackboneOutput, TapPoint
+from harness.backbones.base import Backbone, BackboneInput, BackboneOutput, TapPoint
 from harness.sparse.conv import SparseConv3d, SparseInverseConv3d, SubMConv3d
 from harness.sparse.selection import set_backend, sparse_conv_modules
 from harness.sparse.tensor import SparseTensor
@@ -385,7 +384,7 @@ def _gather_rows(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return values.index_select(0, rows.long())
 
 
-class Cylinder3D(nn.Module):
+class Cylinder3D(Backbone):
     """Cylinder3D backbone: ``BackboneInput`` (cylindrical voxelisation) -> point and voxel logits.
 
     Args:
@@ -406,6 +405,12 @@ class Cylinder3D(nn.Module):
     State dict: the official keys (``cylinder_3d_generator.*``, ``cylinder_3d_spconv_seg.*``; conv
     weights in KRSC) plus ``point_refinement.*``. Tap points: :attr:`tap_points`.
     """
+
+    grid = "cylindrical"
+    family = "Cylinder3D"
+    label_offset = 0           # the head includes the ignored class 0 (20 SemanticKITTI / 17 nuScenes outputs)
+    node_cell = (4, 4, 2)      # 480 x 360 x 32 cylindrical grid -> at most 120 x 90 x 16 graph nodes
+    config_options = ("legacy_spconv1_keys", "num_input_features", "point_refinement")
 
     def __init__(
         self,
@@ -515,7 +520,7 @@ class Cylinder3D(nn.Module):
         return dead
 
     def parameter_counts(self) -> dict[str, int]:
-        """Parameter counts per part, for reports (``official`` matches spec §1.1.6)."""
+        """Parameter counts per part, for reports (``official``: the counts of the released checkpoints)"""
         generator = sum(p.numel() for p in self.cylinder_3d_generator.parameters())
         sparse_net = sum(p.numel() for p in self.cylinder_3d_spconv_seg.parameters())
         refinement = sum(p.numel() for p in self.point_refinement.parameters()) if self.point_refinement is not None else 0
@@ -535,7 +540,7 @@ class Cylinder3D(nn.Module):
 
         The sparse convs are counted from their kernel maps (:func:`harness.sparse.count_sparse_macs`,
         PVKD supplement §3: ``pairs x C_in x C_out``); this adds the per-point / per-voxel Linear
-        layers, as spec §1.3 asks. BatchNorm and activations are not counted.
+        layers, as the supplement's per-scan MACs count them. BatchNorm and activations are not counted.
         """
         linear_macs = lambda module: sum(m.in_features * m.out_features for m in module.modules() if isinstance(m, nn.Linear))  # noqa: E731
         counts = {

@@ -17,7 +17,7 @@ layout conversion of :mod:`harness.backbones.weights_spvnas`:
 * ``point_transforms`` (3 x Linear + BN1d + ReLU) and ``dropout``: defined by spvnas's MinkUNet but
   never used by its forward; kept so the official state_dict loads (see :meth:`MinkUNet.forward_parameter_count`).
 
-torchsparse -> harness conv mapping (spec backbones-backends §1.2.3): a torchsparse stride-1 k3 conv
+torchsparse -> harness conv mapping: a torchsparse stride-1 k3 conv
 keeps its input coordinates, i.e. :class:`~harness.sparse.SubMConv3d`; the k1 downsample conv is a
 ``SubMConv3d(k=1)``; conv k2 s2 is ``SparseConv3d(k2, s2, p0)`` (output ``floor(x / 2)``, torchsparse
 ``nn/functional/conv/kmap/downsample.py`` fast path); the transposed conv is
@@ -54,7 +54,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from harness.backbones.base import BackboneInput, BackboneOutput, TapPoint
+from harness.backbones.base import Backbone, BackboneInput, BackboneOutput, TapPoint
 from harness.sparse import SparseConv3d, SparseInverseConv3d, SparseTensor, SubMConv3d, sparse_cat
 
 __all__ = [
@@ -191,7 +191,7 @@ class ResidualBlock(nn.Module):
         return self.relu(main.replace_feature(main.feats + self.downsample(x).feats))
 
 
-class SpvnasUNet(nn.Module):
+class SpvnasUNet(Backbone):
     """Layers shared by :class:`MinkUNet` and :class:`~harness.backbones.spvcnn.SPVCNN` (no forward).
 
     Attributes:
@@ -202,6 +202,9 @@ class SpvnasUNet(nn.Module):
     """
 
     identity_block: Callable[[], nn.Module] = nn.Sequential
+    grid = "cubic"
+    label_offset = 1           # the official head leaves out the ignored class 0 (19 / 16 outputs)
+    node_cell = (8, 8, 8)      # 5 cm cubic voxels -> 0.4 m graph nodes
 
     def __init__(self, width: float = 1.0, num_classes: int = 19, in_channels: int = 4, label_offset: int = 1) -> None:
         super().__init__()
@@ -295,6 +298,7 @@ class MinkUNet(SpvnasUNet):
     ``encoder.i`` / ``decoder.i`` are SparseTensors at strides 2**(i+1) / 2**(3-i).
     """
 
+    family = "MinkowskiNet"
     #: state_dict prefixes the forward never uses (spvnas defines them in MinkUNet too)
     UNUSED_PARAMETER_PREFIXES = ("point_transforms.",)
 

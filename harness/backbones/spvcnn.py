@@ -230,6 +230,7 @@ class SPVCNN(SpvnasUNet):
     """
 
     identity_block = nn.Identity
+    family = "SPVNAS"
 
     def __init__(self, width: float = 1.0, num_classes: int = 19, in_channels: int = 4, label_offset: int = 1,
                  pres: float = 0.05, vres: float = 0.05) -> None:

@@ -1,6 +1,6 @@
 """Official Cylinder3D / PVKD checkpoints <-> :class:`~harness.backbones.cylinder3d.Cylinder3D` state dicts.
 
-Checkpoint facts (design reference ``../shared/specs/backbones-backends.md`` §1.1.7, read in
+Checkpoint facts (read in
 xinge008/Cylinder3D ``train_cylinder_asym.py`` / ``utils/load_save_util.py`` and
 cardwing/Codes-for-PVKD ``train_cyl_sem.py``):
 
@@ -18,7 +18,7 @@ cardwing/Codes-for-PVKD ``train_cyl_sem.py``):
   default, with one explicit relaxation for the point refinement head that official checkpoints
   cannot contain (:data:`ALLOW_MISSING_REFINEMENT`).
 
-The architecture can be read from the shapes (spec §1.1.5): ``downCntx.conv1.weight`` gives
+The architecture can be read from the shapes: ``downCntx.conv1.weight`` gives
 (F, c), ``PPmodel.0.weight`` gives ``fea_dim``, ``PPmodel.10.weight`` gives ``out_fea_dim``,
 ``logits.bias`` the number of classes (:func:`infer_cylinder3d_config`).
 """

@@ -8,7 +8,7 @@ Module names are the same as ours; only the sparse-conv parameters differ:
   ``weight`` in spconv's KRSC layout ``(C_out, k0, k1, k2, C_in)`` (``harness/sparse/conv.py``), with
   ``(d0, d1, d2) = (x, y, z)`` on the cubic grid.
 * Kernel-offset order (torchsparse ``backend/hashmap/hashmap_cuda.cuh`` ``lookup_coords_kernel``;
-  ``nn/utils/kernel.py`` ``get_kernel_offsets``; spec backbones-backends §1.2.3). Offset ``k`` of an
+  ``nn/utils/kernel.py`` ``get_kernel_offsets``). Offset ``k`` of an
   output voxel ``o`` reads the input at ``o * stride + offset(k)`` (a correlation) where
     - odd kernel volume: ``k = ix + kx * (iy + ky * iz)`` (x fastest), ``offset_d = i_d - (k_d - 1) // 2``
       -- for k3: ``k = (dx+1) + 3 (dy+1) + 9 (dz+1)``;

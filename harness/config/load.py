@@ -34,6 +34,9 @@ CHOICES = {
     ("data", "dataset"): ("semantickitti", "nuscenes"),
     ("data", "fusion_align"): ("pose", "centroid"),
     ("data", "fusion_target"): ("model", "teacher"),
+    ("data", "label_map"): ("official", "spvnas"),
+    ("train", "lr_scaling"): ("linear", "sqrt", "none"),
+    ("eval", "checkpoint"): ("best", "last"),
 }
 HASH_EXCLUDE = ("output_root",)
 # a number as people write it: 1e-3, -2, .5, 3., 1_000.0 (YAML 1.1 reads the exponent forms without a dot as text)
@@ -169,6 +172,15 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise InputError("distill.method", DISTILLERS.unknown_message(cfg.distill.method), "pick a registered method")
         if not (cfg.distill.teacher_run or cfg.distill.teacher_checkpoint):
             raise InputError("distill.teacher_run", "a distilled run needs a teacher", "set distill.teacher_run to the teacher's run directory")
+    if cfg.data.label_map != "official" and cfg.data.dataset != "semantickitti":
+        raise InputError("data.label_map", f"{cfg.data.label_map!r} is a SemanticKITTI label mapping, the dataset is "
+                         f"{cfg.data.dataset}", "set data.label_map=official")
+    if cfg.model.backbone != "cylinder3d":
+        for key, value, default in (("num_input_features", cfg.model.num_input_features, None),
+                                    ("point_refinement", cfg.model.point_refinement, True)):
+            if value != default:
+                raise InputError(f"model.{key}", f"is a Cylinder3D setting; {cfg.model.backbone} has no such part",
+                                 f"remove model.{key}")
     validate_distill(cfg.distill.method, cfg.distill.coefficients, cfg.distill.options)
     _check_ranges(cfg)
     _check_name(cfg.name)
@@ -191,12 +203,13 @@ def _check_store(cfg: RunConfig) -> None:
 
 # (dotted key, lowest allowed value, whether the bound itself is allowed); None values (optional keys) are skipped
 RANGES = (
-    ("train.epochs", 1, True), ("train.batch_size", 1, True), ("train.log_every", 1, True),
+    ("train.epochs", 1, True), ("train.batch_size", 1, True), ("train.global_batch_size", 1, True),
+    ("train.log_every", 1, True), ("model.num_input_features", 1, True),
     ("train.eval_every", 1, True), ("train.checkpoint_steps", 1, True), ("train.max_steps_per_epoch", 1, True),
     ("data.num_workers", 0, True), ("data.max_points", 1, True), ("data.max_scans", 1, True),
     ("data.fusion_frames", 0, True),
     ("optim.lr", 0.0, False), ("optim.momentum", 0.0, True), ("optim.weight_decay", 0.0, True),
-    ("optim.warmup_epochs", 0.0, True), ("optim.grad_clip", 0.0, False),
+    ("optim.warmup_iters", 0, True), ("optim.grad_clip", 0.0, False),
     ("loss.cross_entropy", 0.0, True), ("loss.lovasz", 0.0, True),
 )
 

@@ -5,9 +5,13 @@ they extend); command-line overrides are dotted paths (``train.epochs=2``). Ever
 against these classes when the config is built (:mod:`harness.config.load`), and the fully resolved
 config is written into every run.
 
-Batch sizes are **per process** (per GPU under DDP): the global batch is ``train.batch_size x
-world_size``. Learning rates are for that global batch as written in the original recipes
-(Cylinder3D: 1 GPU x 2 scans; spvnas: 8 GPUs x 2 scans with lr 0.24) and are not rescaled.
+Batch and learning rate. A recipe states its original **global** batch (``train.global_batch_size``)
+and the learning rate written for it (Cylinder3D: 1 GPU x 2 scans, Adam 1e-3; spvnas: 8 GPUs x 2 scans,
+SGD 0.24). The per-process batch is derived from the number of processes
+(:func:`harness.engine.recipe.resolve_recipe`); where the global batch cannot be kept (Cylinder3D's 2 on
+8 GPUs: at least one scan per GPU) the learning rate follows ``train.lr_scaling`` and the schedule keeps
+its length in epochs. Without ``global_batch_size`` (``null``) ``train.batch_size`` is per process and
+nothing is rescaled.
 """
 from __future__ import annotations
 
@@ -25,7 +29,9 @@ class DataConfig:
     max_points: int | None = None           # demo profile: keep the nearest max_points points per scan
     max_scans: int | None = None            # demo profile: use the first max_scans scans of the split
     augment: bool = True                    # the backbone's original training augmentations
-    num_workers: int = 0                    # DataLoader worker processes per rank
+    num_workers: int = 0                    # DataLoader worker processes per rank (Cylinder3D 4, spvnas 8)
+    pin_memory: bool = True                 # page-locked batches for faster host->GPU copies (CUDA only)
+    label_map: str = "official"             # official (semantic-kitti-api) | spvnas (ignores bus, on-rails, lane-marking)
     # M2SKD hard-class instance fusion (harness/data/fusion.py): add the hard-class instances of the
     # previous fusion_frames scans of the sequence (0 = off). fusion_target "model": the trained network
     # sees fused scans (the M2SKD teacher); "teacher": only the frozen teacher's input is fused.
@@ -42,6 +48,8 @@ class ModelConfig:
     sparse_backend: str = "auto"            # auto | torchref | spconv | minkowski (auto: spconv on CUDA, else torchref)
     legacy_spconv1_keys: bool = True        # Cylinder3D: emulate spconv 1.2.1 kernel-map sharing
     init_checkpoint: str | None = None      # initialise from a checkpoint (student init / fine-tuning)
+    num_input_features: int | None = None   # Cylinder3D F (point-feature compression width); None: 16
+    point_refinement: bool = True           # Cylinder3D point head; false: points scored by their voxel's logits
 
 
 @dataclass
@@ -52,7 +60,7 @@ class OptimConfig:
     nesterov: bool = True                   # sgd only
     weight_decay: float = 0.0
     scheduler: str = "constant"             # constant (Cylinder3D) | cosine_warmup (spvnas)
-    warmup_epochs: float = 0.0              # cosine_warmup: linear warm-up length in epochs
+    warmup_iters: int = 0                   # cosine_warmup: warm-up iterations // world size (none on 1 process; spvnas 1000)
     grad_clip: float | None = None          # max global grad norm; None disables clipping
 
 
@@ -66,13 +74,15 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 40
-    batch_size: int = 2                     # scans per process (per GPU); global = batch_size x world_size
+    global_batch_size: int | None = None    # the recipe's global batch; per-process batch derived from the world size
+    batch_size: int = 2                     # scans per process, used only when global_batch_size is null
+    lr_scaling: str = "linear"              # when the global batch cannot be kept: linear | sqrt | none (lr x ratio)
     max_steps_per_epoch: int | None = None  # demo profile: cap steps per epoch
     amp: bool = False                       # mixed precision (GPU only; ignored on CPU)
     seed: int = 0
     deterministic: bool = True              # torch.use_deterministic_algorithms where possible
     log_every: int = 10                     # steps between progress-bar / log updates
-    eval_every: int = 1                     # epochs between validations (final epoch always)
+    eval_every: int = 1                     # epochs between validations (final epoch always); best.pt kept
     checkpoint_steps: int | None = None     # also checkpoint every N optimizer steps (None: at epoch ends only)
     tensorboard: bool = False
 
@@ -89,8 +99,9 @@ class DistillConfig:
 
 @dataclass
 class EvalConfig:
-    tta: bool = False                       # flip/rotation test-time augmentation (authors' test script)
-    distance_bins: str = "harness"          # harness | official
+    tta: bool = False                       # harness predict: 4-flip test-time augmentation (authors' test script)
+    distance_bins: str = "harness"          # harness | official: the per-distance bins the tables and figures show
+    checkpoint: str = "best"                # which checkpoint the tables score: best (the originals) | last
 
 
 @dataclass

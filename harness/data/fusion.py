@@ -2,8 +2,8 @@ r"""M2SKD hard-class instance fusion: add the previous scans' hard-class instanc
 
 M2SKD (Qiu, Jiang, Zhang, Xue, Pu, arXiv 2304.14800) trains its multi-scan teacher on a scan to
 which *only the instances of pre-defined hard classes* of the previous scans have been added
-("priori-based sparse fusion by registration", paper Fig. 1). Design reference:
-``../shared/specs/methods-pvd-m2skd.md`` §3.2-3.3, §3.6 (M5-M7). Tags as in the spec: **[V]** read in
+("priori-based sparse fusion by registration", paper Fig. 1). Readings:
+docs/readings.md#m2skd-fusion. Tags as in docs/readings.md: **[V]** read in
 the authors' code (skyshoumeng/M2SKD), **[R]** reading of the paper, **[D]** harness default.
 
 What the authors' code does [V] (skyshoumeng/M2SKD ``dataloader/pc_dataset.py``,
@@ -76,7 +76,7 @@ __all__ = ["ALIGN_MODES", "HARD_CLASSES_SEMANTICKITTI", "FusedScan", "fuse_hard_
 #: other-vehicle 5, person 6, bicyclist 7, motorcyclist 8 -- the thing classes without car
 #: (skyshoumeng/M2SKD ``network/segmentator_3d_asymm_spconv.py`` ``thing_label = [2,3,4,5,6,7,8]``;
 #: ``dataloader/pc_dataset.py`` skips label 1 when fusing). Identical to the list in the brief. Whether
-#: the paper adds pole / traffic-sign is unknown (spec §3.2); the repo uses those only for copy-paste.
+#: the paper adds pole / traffic-sign is unknown (docs/readings.md#m2skd-fusion); the repo uses those only for copy-paste.
 HARD_CLASSES_SEMANTICKITTI: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
 
 ALIGN_MODES = ("pose", "centroid")

@@ -7,6 +7,11 @@ The YAML files in ``harness/data/labels/`` are the official ones, unchanged (see
 * ``semantickitti-all``: the api's multi-scan ``semantic-kitti-all.yaml`` -- 0..25, 25 evaluated classes.
 * ``nuscenes``: Cylinder3D ``config/label_mapping/nuscenes.yaml`` -- 32 lidarseg fine indices ->
   16 coarse classes + 0 ignore (identical to nuscenes-devkit ``LidarsegClassMapper``).
+* ``semantickitti-spvnas`` (derived, no file): the mapping mit-han-lab/spvnas trains and validates MinkUNet /
+  SPVCNN with (``core/datasets/semantic_kitti.py``: only the 19 ``kept_labels`` names and their ``moving-``
+  variants get a class, everything else 255 = ignore). It has the same 19 classes in the same order, and
+  differs from ``semantickitti`` only where the api merges a raw class into a kept one: bus (13), on-rails (16),
+  moving-on-rails (256), moving-bus (257) -> other-vehicle and lane-marking (60) -> road there; ignored here.
 
 One convention everywhere in the harness: learning id 0 is "ignore", classes are 1..C-1.
 """
@@ -28,6 +33,9 @@ LABEL_FILES = {
     "nuscenes": "nuscenes.yaml",
 }
 
+# derived maps: name -> (base map, raw ids mapped to the ignored learning id 0 instead of the base's class)
+DERIVED_MAPS = {"semantickitti-spvnas": ("semantickitti", (13, 16, 60, 256, 257))}
+
 # devkit python-sdk/nuscenes/utils/color_map.py, coarse classes (RGB); index = coarse id.
 _NUSCENES_COARSE_RGB = [
     (0, 0, 0), (112, 128, 144), (220, 20, 60), (255, 127, 80), (255, 158, 0), (233, 150, 70),
@@ -48,7 +56,8 @@ class LabelMap:
         ignore_ids: learning ids excluded from the metric (always ``(0,)`` here).
         colors_rgb: (num_classes, 3) uint8 RGB colours per learning id.
         content: (num_classes,) fraction of all points per learning id, summed over merged raw ids
-            (SemanticKITTI ``content``; uniform for nuScenes, whose yaml has none).
+            (SemanticKITTI's official ``content``), or None for nuScenes, whose yaml has none: its
+            training-split frequencies are counted by :mod:`harness.data.class_frequency` (no placeholder).
     """
 
     name: str
@@ -57,7 +66,7 @@ class LabelMap:
     learning_map_inv: dict[int, int]
     ignore_ids: tuple[int, ...]
     colors_rgb: np.ndarray = field(repr=False)
-    content: np.ndarray = field(repr=False)
+    content: np.ndarray | None = field(repr=False)
     raw_names: dict[int, str] = field(repr=False, default_factory=dict)
 
     @property
@@ -78,7 +87,7 @@ class LabelMap:
         """Map raw semantic ids to learning ids (int64). Unknown raw ids raise :class:`InputError`.
 
         The official api silently maps ids missing from ``learning_map`` to 0 (and crashes on ids
-        >= 359); a harness should say so instead (datasets-eval spec §6.4).
+        >= 359); a harness should say so instead.
         """
         raw = np.asarray(raw_semantic).astype(np.int64, copy=False)
         lut = self.lut
@@ -94,7 +103,8 @@ class LabelMap:
             raise InputError(
                 source,
                 f"raw label id(s) {unknown} are not in the {self.name} learning_map",
-                f"use raw ids from {LABEL_FILES[self.name]} (were train ids or a different dataset's ids written?)",
+                f"use raw ids from {LABEL_FILES.get(self.name, 'semantic-kitti.yaml')} (were train ids or a different "
+                "dataset's ids written?)",
             )
         return mapped
 
@@ -120,18 +130,27 @@ def _lut(name: str) -> np.ndarray:
 
 @lru_cache(maxsize=None)
 def load_label_map(name: str) -> LabelMap:
-    """Load one of the shipped official label maps by name."""
+    """Load one of the shipped official label maps (or a derived one, ``DERIVED_MAPS``) by name."""
+    if name in DERIVED_MAPS:
+        import dataclasses
+
+        base_name, ignored = DERIVED_MAPS[name]
+        base = load_label_map(base_name)
+        learning_map = {raw: (0 if raw in ignored else learn) for raw, learn in base.learning_map.items()}
+        cfg = yaml.safe_load((LABEL_DIR / LABEL_FILES[base_name]).read_text())
+        content = np.zeros(base.num_classes)
+        for raw, frac in cfg["content"].items():
+            content[learning_map[int(raw)]] += float(frac)
+        return dataclasses.replace(base, name=name, learning_map=learning_map, content=content)
     if name not in LABEL_FILES:
-        raise KeyError(f"unknown label map {name!r}; known: {sorted(LABEL_FILES)}")
+        raise KeyError(f"unknown label map {name!r}; known: {sorted(LABEL_FILES) + sorted(DERIVED_MAPS)}")
     cfg = yaml.safe_load((LABEL_DIR / LABEL_FILES[name]).read_text())
     learning_map = {int(k): int(v) for k, v in cfg["learning_map"].items()}
     if name == "nuscenes":
         names16 = cfg["labels_16"]
         class_names = tuple("ignore" if k == 0 else names16[k] for k in sorted(names16))
         colors = np.array(_NUSCENES_COARSE_RGB, dtype=np.uint8)
-        content = np.full(len(class_names), 1.0 / (len(class_names) - 1))
-        content[0] = 0.0
-        return LabelMap(name, class_names, learning_map, {}, (0,), colors, content,
+        return LabelMap(name, class_names, learning_map, {}, (0,), colors, None,
                         {int(k): v for k, v in cfg["labels"].items()})
     inv = {int(k): int(v) for k, v in cfg["learning_map_inv"].items()}
     raw_names = {int(k): v for k, v in cfg["labels"].items()}

@@ -137,37 +137,3 @@ class NuScenesLidarSeg:
             return NuScenesScan(ref, points, None, None)
         fine = read_lidarseg(ref.label_path, num_points=points.shape[0])
         return NuScenesScan(ref, points, self.label_map.to_learning(fine, ref.label_path), fine)
-
-
-def evaluate_nuscenes(dataroot: str | Path, predictions: str | Path, version: str = "v1.0-trainval",
-                      eval_set: str = "val") -> dict:
-    """nuscenes-devkit lidarseg semantics on ``PRED/lidarseg/<eval_set>/<sd_token>_lidarseg.bin``.
-
-    Predictions are uint8 coarse ids in 1..16 (the devkit asserts this: 0 is not a valid prediction).
-    """
-    from harness.evaluate.runner import Accumulator
-
-    dataset = NuScenesLidarSeg(dataroot, version, eval_set)
-    acc = Accumulator(dataset.label_map, "nuscenes")
-    pred_dir = Path(predictions) / "lidarseg" / dataset.split
-    for i, ref in enumerate(dataset.frames):
-        scan = dataset[i]
-        if scan.labels is None:
-            raise InputError(Path(dataroot) / version / "lidarseg.json", "no lidarseg ground truth", "install nuScenes-lidarseg")
-        pred_path = pred_dir / f"{ref.sd_token}_lidarseg.bin"
-        if not pred_path.is_file():
-            raise InputError(pred_path, "prediction file missing", f"write one uint8 file per key frame into {pred_dir}")
-        pred = np.fromfile(pred_path, dtype=np.uint8)
-        if pred.shape[0] != scan.points.shape[0]:
-            raise InputError(pred_path, f"has {pred.shape[0]} predictions but the scan has {scan.points.shape[0]} points",
-                             "write one prediction per point, in the scan's order")
-        if pred.size and (pred.min() < 1 or pred.max() > 16):
-            raise InputError(pred_path, f"predictions must be coarse ids 1..16, found [{pred.min()}, {pred.max()}]",
-                             "predict one of the 16 classes for every point (0 = ignore is not a valid prediction)")
-        acc.add(scan.points[:, :3], scan.labels, pred.astype(np.int64))
-    result = acc.result()
-    from harness.evaluate.metrics import frequency_weighted_iou
-
-    result["freq_weighted_iou"] = frequency_weighted_iou(acc.counts)
-    result["eval_set"] = dataset.split
-    return result

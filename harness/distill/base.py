@@ -6,7 +6,7 @@ A distiller
   ``teacher_taps``; names from :data:`harness.backbones.base.STANDARD_TAPS` or a backbone's own);
 * may own trainable modules (adapters, auto-encoders): they are ordinary submodules and the trainer
   adds ``distiller.parameters()`` to the student's optimizer;
-* returns **unweighted**, named loss terms from ``forward(student, teacher, batch)``; the trainer
+* returns **unweighted**, named loss terms from ``compute(student, teacher, batch)`` (called by ``forward``); the trainer
   multiplies each by its coefficient (``coefficients``: term name -> weight, from the supplement's
   Table 4 unless overridden), sums them with the segmentation loss and logs every term by name.
 
@@ -15,6 +15,7 @@ terms are computed in float32 even under AMP; teacher values carry no gradient.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
@@ -23,7 +24,7 @@ import torch
 import yaml
 from torch import nn
 
-from harness.backbones.base import BackboneInput
+from harness.backbones.base import BackboneInput, backbone_family
 from harness.distill.recorder import TapValue
 from harness.registry import Registry
 
@@ -48,6 +49,7 @@ class DistillContext:
     student_channels: Mapping[str, int] = field(default_factory=dict)  # tap name -> feature width
     teacher_channels: Mapping[str, int] = field(default_factory=dict)
     class_frequency: torch.Tensor | None = None  # (num_classes,) training frequency per class
+    dataset: str = "semantickitti"  # label map of the run (semantickitti | nuscenes)
 
     def tap_widths(self, tap: str, method: str) -> tuple[int, int]:
         """(student, teacher) feature width of ``tap``; a clear KeyError when the trainer did not record it."""
@@ -59,36 +61,70 @@ class DistillContext:
 
 
 class Distiller(nn.Module):
-    """Base class. Subclasses set ``student_taps``, ``teacher_taps`` and ``terms`` and implement ``forward``."""
+    """Base class. The contract a subclass follows:
 
-    student_taps: ClassVar[tuple[str, ...]] = ()
-    teacher_taps: ClassVar[tuple[str, ...]] = ()
-    terms: ClassVar[tuple[str, ...]] = ()  # names of the loss terms forward() returns
+    * ``terms``: names of the loss terms :meth:`compute` returns (class attribute);
+    * :meth:`default_coefficients`: the coefficient of each term unless the config overrides it (default: PVKD
+      supplementary Table 4 for ``method`` and the backbone's family); the base class merges the config's
+      ``distill.coefficients`` over them once, in ``__init__``, and records which ones differ;
+    * ``student_taps`` / ``teacher_taps``: the taps *this instance* reads (set them in ``__init__`` when they
+      depend on options); the trainer probes the widths of every tap of the backbones before construction
+      (``DistillContext.student_channels``), so a constructor may size adapters from them;
+    * :meth:`compute` is the one override point; ``forward`` (final) casts the tap values to float32 and turns
+      autocast off around it; the keyword parameters of ``__init__`` are the method's ``distill.options``
+      (checked by name when the config is built).
+    """
+
+    student_taps: tuple[str, ...] = ()
+    teacher_taps: tuple[str, ...] = ()
+    terms: ClassVar[tuple[str, ...]] = ()  # names of the loss terms compute() returns
     method: ClassVar[str] = ""
+    #: True: the trainer counts the training split's class frequencies (harness.data.class_frequency)
+    #: into ``DistillContext.class_frequency`` unless the option ``class_frequency`` is given
+    needs_class_frequency: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "forward" in cls.__dict__:
+            raise TypeError(f"{cls.__name__}: implement compute(student, teacher, batch), not forward (the base "
+                            "class's forward casts the taps to float32 and turns autocast off)")
+
+    @classmethod
+    def default_coefficients(cls, backbone: str) -> dict[str, float]:
+        """Term -> coefficient when the config sets none: PVKD supplementary Table 4 (coefficients.yaml)."""
+        return paper_coefficients(cls.method, backbone)
 
     def __init__(self, context: DistillContext, coefficients: Mapping[str, float] | None = None, **options: Any) -> None:
         super().__init__()
         self.context = context
-        table = paper_coefficients(self.method, context.backbone) if self.method else {}
-        self.coefficients = {**table, **(dict(coefficients) if coefficients else {})}
+        table = self.default_coefficients(context.backbone)
+        given = {k: float(v) for k, v in (coefficients or {}).items()}
+        self.coefficients = {**table, **given}
         unknown = set(self.coefficients) - set(self.terms)
         if unknown:
             raise KeyError(f"{self.method}: unknown coefficient(s) {sorted(unknown)}; terms are {list(self.terms)}")
-        self.coefficient_overrides = sorted(k for k in (coefficients or {}) if table.get(k) != coefficients[k])
+        self.coefficient_overrides = sorted(k for k in given if table.get(k) != given[k])
 
     def forward(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
                 batch: BackboneInput) -> dict[str, torch.Tensor]:
-        """Unweighted named terms, computed with autocast off (float32 even under AMP): calls :meth:`compute`."""
+        """Unweighted named terms of :meth:`compute`, on float32 tap values with autocast off (float32 under AMP)."""
+        student, teacher = _float32(student), _float32(teacher)
         with torch.autocast(device_type=batch.point_batch.device.type, enabled=False):
             return self.compute(student, teacher, batch)
 
     def compute(self, student: Mapping[str, TapValue], teacher: Mapping[str, TapValue],
                 batch: BackboneInput) -> dict[str, torch.Tensor]:
-        """Subclasses implement the terms here (or override :meth:`forward` and cast inputs themselves)."""
+        """Subclasses implement the terms here: tap name -> :class:`TapValue` of each network -> term -> scalar."""
         raise NotImplementedError
 
     def pretrain(self, teacher: nn.Module, loader: Any) -> None:
         """Optional pass on the frozen teacher before student training (e.g. KA's auto-encoder)."""
+
+
+def _float32(values: Mapping[str, TapValue]) -> dict[str, TapValue]:
+    """Tap values with floating-point features in float32 (half/bfloat16 taps under AMP); gradients flow through."""
+    return {k: (dataclasses.replace(v, feats=v.feats.float()) if v.feats.is_floating_point() else v)
+            for k, v in values.items()}
 
 
 class SeededSampling:
@@ -120,11 +156,8 @@ def paper_coefficients(method: str, backbone: str) -> dict[str, float]:
     table = yaml.safe_load(COEFFICIENT_FILE.read_text())["coefficients"]
     if method not in table:
         raise KeyError(f"no coefficients for method {method!r}; known: {sorted(table)}")
-    family = BACKBONE_FAMILY.get(backbone, backbone)
+    family = backbone_family(backbone)
     if family not in table[method]:
         raise KeyError(f"no {method} coefficients for backbone {backbone!r}; known: {sorted(table[method])}")
     return {k: float(v) for k, v in table[method][family].items()}
 
-
-#: Table 4's column names: "SPVNAS" is SPVCNN (cr 1.0 teacher / 0.5 student), "MinkowskiNet" is MinkUNet
-BACKBONE_FAMILY = {"cylinder3d": "Cylinder3D", "spvcnn": "SPVNAS", "minkunet": "MinkowskiNet"}

@@ -8,6 +8,9 @@ loss terms in float32 under AMP, see :mod:`harness.distill.base`).
 Contents
 
 * :func:`kl_divergence` -- per-row ``KL(p_T || p_S)`` with temperature and Hinton's ``tau^2``;
+  :func:`site_kl` -- the one output-distillation convention of the harness (KD, SKD's pixel term,
+  PVD's ``out_point`` / ``out_voxel``, M2SKD's KL logit term): KL summed over classes, mean over each
+  scan's sites, then over scans (:data:`KL_CLASS_REDUCTION`; ``"mean"`` adds ``1/C``);
 * :func:`cosine_affinity` -- batched, masked cosine-similarity matrices ``(..., n, n)``;
   :func:`has_direction` -- rows with a defined cosine (non-zero norm);
 * :func:`affinity_distance` -- per-group masked mean of the squared difference of two affinity matrices;
@@ -19,11 +22,26 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["affinity_distance", "cosine_affinity", "has_direction", "kl_divergence", "masked_mean", "per_scan_mean",
-           "segment_sum_count"]
+__all__ = ["KL_CLASS_REDUCTION", "KL_CLASS_REDUCTIONS", "affinity_distance", "check_class_reduction",
+           "cosine_affinity", "has_direction", "kl_divergence", "masked_mean", "per_scan_mean", "segment_sum_count",
+           "site_kl"]
 
 #: feature rows with an L2 norm at or below this are treated as padding by :func:`cosine_affinity`
 ZERO_NORM = 1e-12
+
+#: The harness's single convention for a per-site class-distribution KL: summed over the C classes
+#: (the KL itself, Hinton et al. 2015 -- what KD and SKD's official code compute), then averaged over
+#: sites. ``"mean"`` divides by C as well (a ``1/(N C)`` loss); the option ``kl_class_reduction`` of
+#: KD, SKD, PVD and M2SKD switches it. See docs/readings (the KL convention) for the reason.
+KL_CLASS_REDUCTION = "sum"
+KL_CLASS_REDUCTIONS = ("sum", "mean")
+
+
+def check_class_reduction(value: str, owner: str = "kl_class_reduction") -> str:
+    """``value`` if it is one of :data:`KL_CLASS_REDUCTIONS`, else a ValueError naming ``owner``."""
+    if value not in KL_CLASS_REDUCTIONS:
+        raise ValueError(f"{owner} must be one of {list(KL_CLASS_REDUCTIONS)}, got {value!r}")
+    return value
 
 
 def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
@@ -51,8 +69,7 @@ def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
                          f"and {tuple(teacher_logits.shape)}")
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    if class_reduction not in ("sum", "mean"):
-        raise ValueError(f"class_reduction must be 'sum' or 'mean', got {class_reduction!r}")
+    check_class_reduction(class_reduction, "class_reduction")
     if temperature != 1.0:
         student_logits, teacher_logits = student_logits / temperature, teacher_logits / temperature
     log_s = F.log_softmax(student_logits, dim=1)
@@ -62,6 +79,33 @@ def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
     if class_reduction == "mean":
         scale /= student_logits.shape[1]
     return kl * scale if scale != 1.0 else kl
+
+
+def site_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, scan: torch.Tensor, num_scans: int,
+            temperature: float = 1.0, class_reduction: str = KL_CLASS_REDUCTION,
+            mask: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Output distillation of per-site class distributions, the harness's one KL convention.
+
+    .. math::
+        L = \frac{1}{B'} \sum_{b} \frac{1}{|S_b|} \sum_{i \in S_b} \frac{\tau^2}{\kappa}
+            \sum_{c=1}^{C} p^T_{ic} (\log p^T_{ic} - \log p^S_{ic}),\qquad
+            p = \mathrm{softmax}(z / \tau)
+
+    with :math:`\kappa = 1` (``class_reduction="sum"``, default: the KL itself) or :math:`\kappa = C`
+    (``"mean"``); :math:`S_b` the (kept) sites of scan b, :math:`B'` the scans that have one. The
+    teacher is detached and both sides are cast to float32 here.
+
+    Args:
+        student_logits: (R, C) student logits; teacher_logits: (R, C) teacher logits.
+        scan: (R,) int64 scan of each site; num_scans: B.
+        temperature: tau; class_reduction: ``"sum"`` or ``"mean"``.
+        mask: (R,) bool sites that count, or None (all).
+
+    Returns:
+        Scalar float32 (0 with a live graph when no site counts).
+    """
+    kl = kl_divergence(student_logits.float(), teacher_logits.detach().float(), temperature, class_reduction)
+    return per_scan_mean(kl, scan, num_scans, mask)
 
 
 def has_direction(feats: torch.Tensor) -> torch.Tensor:

@@ -2,11 +2,10 @@ r"""M2SKD: Multi-to-Single Knowledge Distillation (Qiu, Jiang, Zhang, Xue, Pu; a
 
 A teacher that sees the current scan *plus the previous scans' hard-class instances*
 (:func:`harness.data.fusion.fuse_hard_instances`) teaches a single-scan student at three levels:
-feature, logit and instance-aware affinity. Design reference ``../shared/specs/methods-pvd-m2skd.md``
-§3 (its ambiguity table M1-M7). Tags: **[V]** read in the authors' code skyshoumeng/M2SKD
+feature, logit and instance-aware affinity. Readings: docs/readings.md (``m2skd-*``). Tags: **[V]** read in the authors' code skyshoumeng/M2SKD
 (``network/segmentator_3d_asymm_spconv.py`` ``Asymm_3d_spconv.forward``; ``train_cylinder_asym.py``),
 **[R]** reading of the paper (abstract, Fig. 1), **[D]** harness default. The paper's equations
-could not be seen; the authors' snapshot is not runnable as released (spec §3.5), so it is evidence
+could not be seen; the authors' snapshot is not runnable as released, so it is evidence
 of loss forms and weights, not a reference implementation.
 
 Inputs. ``batch`` is the student's single-scan :class:`BackboneInput`; the teacher's fused scan is
@@ -25,7 +24,7 @@ Shared sites -- the places where both networks have a value:
   out. With identical augmentation every student voxel is shared (the fused scan is a superset);
   the match also covers sparse feature taps (stride > 1), whose coordinates both nets share.
 
-Terms (:meth:`M2SKD.forward` returns them **unweighted**; B scans; every reduction per scan, then
+Terms (:meth:`M2SKD.compute` returns them **unweighted**; B scans; every reduction per scan, then
 the mean over scans, except where the code form says otherwise):
 
 * ``feature`` -- feature representation distillation at the shared sites of the ``feature_taps``
@@ -33,7 +32,7 @@ the mean over scans, except where the code form says otherwise):
   (2, 2, 2) [V]). Per site the channel-mean squared difference
   :math:`e_v = \frac1D \lVert A f^S_v - f^T_v \rVert^2` (``A``: a trainable linear adapter when the
   widths differ [D], identity otherwise); mean over sites with ``e_v > feature_threshold``
-  (authors 1.0 [V]; default 0 = plain MSE [D, spec M3]); the mean over taps. Fig. 1 taps one encoder
+  (authors 1.0 [V]; default 0 = plain MSE [D, docs/readings.md#m2skd-feature-term]); the mean over taps. Fig. 1 taps one encoder
   and one decoder stage [R]: ``feature_taps=("encoder.0", "decoder.2")`` adds the first encoder
   stage. The authors' snapshot gathers at the fused pass's active sites, where the student's dense
   grid is 0 off its own sites -- those rows carry no gradient, so the shared sites are the same
@@ -43,13 +42,16 @@ the mean over scans, except where the code form says otherwise):
 
   - ``logit_form="code"`` (default) [V]: ``p = softmax(0.3 z)`` (temperature ``1/0.3``, no tau^2),
     :math:`\ell_v = \frac1C\sum_c p^T_{vc}\,\lvert\log(p^T_{vc}+10^{-6}) - \log(p^S_{vc}+10^{-6})\rvert`,
-    averaged over the sites with ``ell_v > 0.01`` (``logit_threshold``; NaNs dropped);
-  - ``logit_form="kl"`` [D, spec M4]: :math:`\tau^2\,\mathrm{KL}(p^T\Vert p^S)` per site
-    (:func:`harness.distill.losses.kl_divergence`, sum over classes), tau = ``temperature``
-    (default 1), all shared sites.
+    averaged over the sites with ``ell_v > 0.01`` (``logit_threshold``; NaNs dropped). The ``1/C`` is
+    the authors' ``torch.mean`` over classes, on which their weight 5.0 was set, so this form keeps it
+    (``kl_class_reduction`` None -> ``"mean"``; ``"sum"`` drops the 1/C) [docs/readings.md#kl-convention];
+  - ``logit_form="kl"`` [D, docs/readings.md#m2skd-logit-form]: :math:`\tau^2\,\mathrm{KL}(p^T\Vert p^S)` per
+    site, the harness's one KL convention (:func:`harness.distill.losses.site_kl`: summed over classes,
+    mean over sites; ``kl_class_reduction="mean"`` adds 1/C), tau = ``temperature`` (default 1), all
+    shared sites.
 * ``affinity`` -- instance-aware affinity distillation on the shared sites of hard classes:
 
-  - groups (``affinity_grouping``): ``"instance"`` (default) [R, spec M2] -- one group per (scan,
+  - groups (``affinity_grouping``): ``"instance"`` (default) [R, docs/readings.md#m2skd-affinity-groups] -- one group per (scan,
     class, instance id) of a hard class (instance id > 0); a voxel's (class, instance) is the
     majority pair of the student's points in it (ties: the smaller pair), so a group never mixes two
     instances. ``"class"`` [V, the authors' code] -- one group per hard class, pooled over the
@@ -62,30 +64,28 @@ the mean over scans, except where the code form says otherwise):
     :math:`d_g = \frac{1}{n_g^2}\sum_{ij}\lvert A^S_{g,ij} - A^T_{g,ij}\rvert` (``affinity_distance=
     "l1"`` [V]; ``"l2"`` squares instead). Groups with fewer than ``min_group_size`` = 2 valid
     members do not count [V: ``feas.size(0) > 1``]; rows without a direction are masked;
-  - reduction: ``"instance"`` -- per-scan mean over its groups, then the mean over scans [D];
-    ``"class"`` -- the **sum** over the class groups, as the code accumulates ``aff_loss +=`` [V].
+  - reduction (``affinity_reduction``): ``"class_sum"`` (default) -- per hard class c present in the
+    batch, the mean of d_g over its (counted) groups G_c, summed over the classes,
+    :math:`L_{aff} = \sum_c \frac{1}{|G_c|}\sum_{g\in G_c} d_g`. With ``"class"`` grouping
+    (one group per class) this is the code's ``aff_loss +=`` over classes [V]; with ``"instance"``
+    grouping it keeps that scale (an instance group with the class's distance contributes it once
+    per class), so the authors' weight 1.0 applies to a term of the size it was set for [R].
+    ``"group_mean"`` -- per-scan mean over the groups, then the mean over scans (the earlier
+    instance default, about 1 / (number of hard classes present) of ``class_sum``) [D].
 
 Default coefficients (the authors' code, [V] ``diss_loss = mean(diss_loss) * 5. + mean(fea_loss) *
 .00 + aff_loss * 1.0``): ``logit`` 5.0, ``affinity`` 1.0, ``feature`` 0.0 (disabled in the snapshot;
-the recipe ``m2skd_student.yaml`` turns it on at 0.1 per spec M3 [D]). M2SKD is not in
-``coefficients.yaml`` (PVKD supplement Table 4), so ``method`` is empty for the base class and the
-defaults live in :data:`DEFAULT_COEFFICIENTS`; ``coefficients`` overrides them. In the code the
+the recipe ``m2skd_student.yaml`` turns it on at 0.1 per docs/readings.md#m2skd-feature-term [D]). M2SKD is not in
+``coefficients.yaml`` (PVKD supplement Table 4): its ``default_coefficients`` classmethod returns
+:data:`DEFAULT_COEFFICIENTS`; ``coefficients`` overrides them. In the code the
 student's own segmentation loss has weight 1 (CE + Lovász) [V].
 
 Tap shapes (Cylinder3D, c = init_size = 32, 20 classes): ``voxel_logits`` (M, 20), ``point_logits``
 (N, 20), ``decoder.2`` SparseTensor (M_2, 4c = 128) at stride (2, 2, 2), ``voxel_features`` (M, 128).
 M2SKD's student has the teacher's architecture (the authors share the weights), so widths agree.
 
-Teacher regime (spec M1). Default, as drawn in the paper's Fig. 1 [R]: a separately trained
-Cylinder3D teacher on fused scans (``m2skd_teacher.yaml``), frozen while the student learns
-(``m2skd_student.yaml``). The authors' code instead runs **one shared-weight network twice** [V]
-(single scan and fused scan), detaches the fused pass's outputs as targets, and trains the fused
-pass too with ``0.2 * CE`` restricted to the voxels whose fused label differs from the single-scan
-label (newly occupied or relabelled voxels). That variant is an *engine option*, not implemented
-here: the trainer would need (1) ``teacher = student`` (no frozen copy) with both passes under
-autograd, (2) tap recording of the two passes of one module (two recorders used in sequence),
-(3) a ``seg.fused_ce`` term weighted 0.2 on those voxels. This distiller already detaches every
-teacher value, so it can be reused unchanged for it.
+Teacher regime [docs/readings.md#m2skd-teacher]: a separately trained Cylinder3D teacher on fused scans
+(``m2skd_teacher.yaml``), frozen while the student learns (``m2skd_student.yaml``).
 """
 from __future__ import annotations
 
@@ -98,7 +98,8 @@ from torch import nn
 from harness.backbones.base import BackboneInput
 from harness.data.fusion import HARD_CLASSES_SEMANTICKITTI
 from harness.distill.base import DistillContext, Distiller, SeededSampling
-from harness.distill.losses import cosine_affinity, has_direction, kl_divergence, per_scan_mean
+from harness.distill.losses import (KL_CLASS_REDUCTION, check_class_reduction, cosine_affinity, has_direction,
+                                    kl_divergence, per_scan_mean)
 from harness.distill.recorder import TapValue
 from harness.distill.supervoxel import gather_members
 from harness.sparse.hashing import query_coords
@@ -110,6 +111,9 @@ TERMS = ("feature", "logit", "affinity")
 
 #: the authors' weights [V] (skyshoumeng/M2SKD network/segmentator_3d_asymm_spconv.py, last lines of forward)
 DEFAULT_COEFFICIENTS: dict[str, float] = {"feature": 0.0, "logit": 5.0, "affinity": 1.0}
+
+#: ``affinity_reduction`` choices (module docstring)
+AFFINITY_REDUCTIONS = ("class_sum", "group_mean")
 
 #: the authors' logit scale: softmax(0.3 * z) [V]
 CODE_TEMPERATURE = 1.0 / 0.3
@@ -203,12 +207,15 @@ def site_groups(labels: torch.Tensor, instance: torch.Tensor | None, scan: torch
 
 # ---------------------------------------------------------------------------------------------- losses
 def code_logit_distance(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                        temperature: float = CODE_TEMPERATURE) -> torch.Tensor:
+                        temperature: float = CODE_TEMPERATURE, class_reduction: str = "mean") -> torch.Tensor:
     r"""The authors' per-site logit distance [V]: :math:`\frac1C\sum_c p^T_c\lvert\log\frac{p^T_c+10^{-6}}{p^S_c+10^{-6}}\rvert`,
-    ``p = softmax(z / temperature)`` (their ``softmax(0.3 z)``: temperature 1/0.3). (R, C) -> (R,)."""
+    ``p = softmax(z / temperature)`` (their ``softmax(0.3 z)``: temperature 1/0.3). (R, C) -> (R,).
+    ``class_reduction="sum"`` drops the 1/C."""
     p_s = torch.softmax(student_logits / temperature, dim=1)
     p_t = torch.softmax(teacher_logits / temperature, dim=1)
-    return (p_t * (torch.log(p_t + _EPS) - torch.log(p_s + _EPS)).abs()).mean(dim=1)
+    per_class = (p_t * (torch.log(p_t + _EPS) - torch.log(p_s + _EPS)).abs())
+    return per_class.mean(dim=1) if check_class_reduction(class_reduction, "class_reduction") == "mean" \
+        else per_class.sum(dim=1)
 
 
 class M2SKD(SeededSampling, Distiller):
@@ -226,17 +233,25 @@ class M2SKD(SeededSampling, Distiller):
         affinity_grouping: ``"instance"`` (default) or ``"class"`` (authors' code).
         affinity_source: ``"logits"`` (default) or ``"features"``.
         affinity_distance: ``"l1"`` (default, code) or ``"l2"``.
+        affinity_reduction: ``"class_sum"`` (default: sum over hard classes of the mean over their groups,
+            the authors' scale) or ``"group_mean"`` (mean over groups per scan, then over scans).
+        kl_class_reduction: None (``"mean"`` for ``code``, the authors' 1/C; ``"sum"`` for ``kl``, the
+            harness's KL convention), ``"sum"`` or ``"mean"``.
         max_group_size: members per affinity group (random subset when more); min_group_size: 2.
         hard_classes: learning ids of the hard classes (SemanticKITTI 2-8).
         seed: seed of the subset generator (None: torch's global RNG).
     """
 
-    method = ""        # not in coefficients.yaml: the base class must not look it up (see DEFAULT_COEFFICIENTS)
+    method = "m2skd"
     name = "m2skd"
     terms = TERMS
     student_taps = ("point_logits", "voxel_logits", "decoder.2")
     teacher_taps = ("point_logits", "voxel_logits", "decoder.2")
-    default_coefficients = DEFAULT_COEFFICIENTS
+
+    @classmethod
+    def default_coefficients(cls, backbone: str) -> dict[str, float]:
+        """M2SKD is not in PVKD's Table 4: the authors' defaults (:data:`DEFAULT_COEFFICIENTS`) for every backbone."""
+        return dict(DEFAULT_COEFFICIENTS)
 
     def __init__(
         self,
@@ -253,18 +268,14 @@ class M2SKD(SeededSampling, Distiller):
         affinity_grouping: str = "instance",
         affinity_source: str = "logits",
         affinity_distance: str = "l1",
+        affinity_reduction: str = "class_sum",
+        kl_class_reduction: str | None = None,
         max_group_size: int = 256,
         min_group_size: int = 2,
         hard_classes: Sequence[int] = HARD_CLASSES_SEMANTICKITTI,
         seed: int | None = 0,
     ) -> None:
-        super().__init__(context, None)
-        given = dict(coefficients or {})
-        unknown = sorted(set(given) - set(TERMS))
-        if unknown:
-            raise KeyError(f"m2skd: unknown coefficient(s) {unknown}; terms are {list(TERMS)}")
-        self.coefficients = {**DEFAULT_COEFFICIENTS, **{k: float(v) for k, v in given.items()}}
-        self.coefficient_overrides = sorted(k for k, v in given.items() if DEFAULT_COEFFICIENTS[k] != float(v))
+        super().__init__(context, coefficients)
 
         enabled = tuple(TERMS if components is None else components)
         bad = sorted(set(enabled) - set(TERMS))
@@ -276,6 +287,10 @@ class M2SKD(SeededSampling, Distiller):
         _check("affinity_grouping", affinity_grouping, ("instance", "class"))
         _check("affinity_source", affinity_source, ("logits", "features"))
         _check("affinity_distance", affinity_distance, ("l1", "l2"))
+        _check("affinity_reduction", affinity_reduction, AFFINITY_REDUCTIONS)
+        if kl_class_reduction is None:
+            kl_class_reduction = "mean" if logit_form == "code" else KL_CLASS_REDUCTION
+        check_class_reduction(kl_class_reduction)
         if temperature is None:
             temperature = CODE_TEMPERATURE if logit_form == "code" else 1.0
         if temperature <= 0:
@@ -295,6 +310,8 @@ class M2SKD(SeededSampling, Distiller):
         self.affinity_grouping = affinity_grouping
         self.affinity_source = affinity_source
         self.affinity_distance = affinity_distance
+        self.affinity_reduction = affinity_reduction
+        self.kl_class_reduction = kl_class_reduction
         self.max_group_size, self.min_group_size = int(max_group_size), int(min_group_size)
         self.register_buffer("hard", torch.tensor(sorted(set(int(c) for c in hard_classes)), dtype=torch.long),
                              persistent=False)
@@ -326,7 +343,8 @@ class M2SKD(SeededSampling, Distiller):
                 "feature_threshold": self.feature_threshold, "logit_form": self.logit_form,
                 "temperature": self.temperature, "logit_threshold": self.logit_threshold,
                 "affinity_grouping": self.affinity_grouping, "affinity_source": self.affinity_source,
-                "affinity_distance": self.affinity_distance, "max_group_size": self.max_group_size,
+                "affinity_distance": self.affinity_distance, "affinity_reduction": self.affinity_reduction,
+                "kl_class_reduction": self.kl_class_reduction, "max_group_size": self.max_group_size,
                 "min_group_size": self.min_group_size, "hard_classes": self.hard.tolist(),
                 "adapters": sorted(self.adapters.keys()), "seed": self.seed}
 
@@ -391,9 +409,9 @@ class M2SKD(SeededSampling, Distiller):
                batch_size: int) -> torch.Tensor:
         zs, zt = zs.float(), zt.detach().float()
         if self.logit_form == "code":
-            value = code_logit_distance(zs, zt, self.temperature)
-        else:
-            value = kl_divergence(zs, zt, self.temperature, "sum")
+            value = code_logit_distance(zs, zt, self.temperature, self.kl_class_reduction)
+        else:  # per site, the convention of harness.distill.losses.site_kl (masked mean below)
+            value = kl_divergence(zs, zt, self.temperature, self.kl_class_reduction)
         keep = valid & torch.isfinite(value)
         if self.logit_threshold > 0:
             keep &= value > self.logit_threshold
@@ -421,9 +439,16 @@ class M2SKD(SeededSampling, Distiller):
         count = pair.sum(dim=(-1, -2))
         distance = (diff * pair).sum(dim=(-1, -2)) / count.clamp(min=1.0)
         counted = mask.sum(dim=1) >= self.min_group_size
-        if self.affinity_grouping == "class":
-            return (distance * counted.to(distance.dtype)).sum()
-        return per_scan_mean(distance, group_scan, batch.batch_size, counted)
+        if self.affinity_reduction == "group_mean":
+            return per_scan_mean(distance, group_scan, batch.batch_size, counted)
+        # class_sum: the mean over each hard class's groups, summed over the classes
+        member = group >= 0
+        group_class = torch.zeros(num_groups, dtype=torch.long, device=group.device)
+        group_class[group[member]] = labels.to(group.device)[member].long()
+        weight = counted.to(distance.dtype)
+        class_total = distance.new_zeros(num_classes).index_add_(0, group_class, distance * weight)
+        class_count = distance.new_zeros(num_classes).index_add_(0, group_class, weight)
+        return (class_total / class_count.clamp(min=1.0)).sum()
 
     def _site_labels(self, batch: BackboneInput) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(learning label, instance id or None) of every student site."""

@@ -1,108 +1,49 @@
-r"""PVD: Point-to-Voxel Knowledge Distillation (Hou, Zhu, Ma, Loy, Li, CVPR 2022).
+r"""PVD: Point-to-Voxel Knowledge Distillation (Hou, Zhu, Ma, Loy, Li, CVPR 2022), re-implemented from the
+paper and its supplementary material (the authors released no distillation code). Every choice the paper leaves
+open is an entry of ``docs/readings.md`` (anchors ``pvd-*``, ``kl-convention``); tags [V]/[R]/[D] as there.
 
-The authors never released their distillation code (cardwing/Codes-for-PVKD: "Currently, we only
-support vanilla training"); this is a re-implementation from the abstract, the Fig. 2 caption, the
-supplementary material (``../shared/papers/pvkd-supplement.txt``) and the design reference
-``../shared/specs/methods-pvd-m2skd.md`` §1. Tags as in the spec: **[V]** verified in a primary
-source, **[R]** reconstructed reading of the paper, **[D]** harness default (no value in any source
-seen); "A<n>" is the spec's ambiguity table §1.10.
-
-Loss (the trainer forms it; :meth:`PVD.forward` returns the four *unweighted* terms)::
+Loss (the trainer forms it; :meth:`PVD.compute` returns the four *unweighted* terms)::
 
     L = L_seg + alpha1 * out_point + alpha2 * out_voxel + beta1 * aff_point + beta2 * aff_voxel
 
-(alpha1, alpha2, beta1, beta2) come from the supplement's Table 4 per backbone [V]
-(``harness/distill/coefficients.yaml``), or from a row of its Table 2 (``coefficient_row``,
-:data:`TABLE2_ROWS` [V]), and explicit ``coefficients`` overrides win over both. Every term is
-reduced **per scan** and then averaged over the scans of the batch (a batch of two gives the mean of
-the two single-scan values), in float32 even under AMP; teacher tensors never carry a gradient.
+(alpha1, alpha2, beta1, beta2): supplement Table 4 per backbone, or a Table 2 row (``coefficient_row``)
+[docs/readings.md#pvd-coefficients]. Every term is reduced per scan, then averaged over the batch's scans.
 
-Terms as implemented (B scans; scan b has N_b points and V_b voxels; C logit columns incl. ignore)
+* ``out_point`` / ``out_voxel`` on ``point_logits`` (N, C) / voxel logits (V, C)
+  [docs/readings.md#kl-convention, #pvd-point-head, #pvd-voxel-logits]:
 
-* ``out_point`` -- pointwise output distillation, on the ``point_logits`` taps (N, C):
-
-  .. math:: L^p_{out} = \frac1B\sum_b \frac{1}{N_b}\sum_{n\in b} \frac{\tau^2}{C}
+  .. math:: L^p_{out} = \frac1B\sum_b \frac{1}{N_b}\sum_{n\in b} \tau^2
             \sum_c p^T_{nc}\,(\log p^T_{nc} - \log p^S_{nc}),\qquad p = \mathrm{softmax}(z/\tau)
 
-  - KL(T || S), ``temperature`` tau = 1 with tau^2 scaling otherwise [D, A3];
-  - ``1/(N C)`` normalisation as the spec recalls the paper, since the paper's coefficients are
-    reused (``kl_class_reduction="mean"``; ``"sum"`` gives ``1/N``) [R, A4];
-  - every point takes part, ignore-labelled ones included (distillation needs no label) [D];
-    points without a voxel (``point_to_voxel == -1``: dropped by the cubic grid's training voxel
-    cap; their logits are placeholders) are skipped [D];
-  - without Cylinder3D's point refinement head the point logits are their voxel's logits and this
-    term is a point-count-weighted ``out_voxel`` [R, A1]: build the backbone with
-    ``point_refinement=True`` (its default).
-* ``out_voxel`` -- voxelwise output distillation: the same KL on voxel logits (V, C), mean over the
-  scan's voxels [R, A2]. Voxel logits (``voxel_logits_source``):
-
-  - Cylinder3D (``"auto"`` -> ``"native"``): the network's own ``voxel_logits`` (sparse head after
-    DDCM). Teacher and student voxelise the same input identically, so the voxel rows coincide [R].
-  - SPVCNN / MinkUNet (``"auto"`` -> ``"cylindrical"``) [D]: the scatter-mean of the point logits over
-    the cells of the *distillation grid*, i.e. the cylindrical 480 x 360 x 32 grid of the partition
-    computed from ``point_xyz``. In this harness the cubic nets' point logits are their 5 cm voxels'
-    logits gathered, so with their native voxel logits ``out_voxel`` would only re-weight
-    ``out_point``; cylindrical cells give the coarser, range-dependent aggregation of the paper's
-    "coarse-to-fine" pair. ``"native"`` uses the backbone's ``voxel_logits`` tap instead.
-* Supervoxels and sampling (:mod:`harness.distill.supervoxel`):
-
-  - partition: supervoxels of ``supervoxel_size`` = (120, 60, 8) voxels of the cylindrical grid
-    (size, not number of divisions: 4 x 6 x 4 = 96 per scan) [R, A5]; point supervoxels from the
-    points' cylindrical voxel index (Cylinder3D: ``point_coords``; cubic backbones: computed from
-    ``point_xyz`` with Cylinder3D's clip-and-floor rule; ``partition_from``); native voxels' from
-    their own cylindrical index (Cylinder3D) or from the centroid of their points (cubic) [D];
-  - weight ``W_i = f_class(N_minor_i) * f_dist(D_i)``, ``f_class = alpha_s exp(beta_s N_minor) + 1``
-    (supplement form [V]); ``alpha_s = 4``, ``beta_s = -2`` [D]: the middle of the supplement's
-    sensitivity grid alpha in {3, 4, 5, 6}, beta in {-1, -2, -3}, over which mIoU moved only 66.2-66.4;
-  - ``N_minor`` [R]: the log-normalised training frequency of the rarest labelled class present
-    (0 = the dataset's rarest class, 1 = its most frequent; 1 without labelled points). Because
-    beta < 0, f_class decreases with N_minor, so N_minor must be small where rare classes are: the
-    issue overrides the spec's A6 (count of distinct minority classes, which would give supervoxels
-    with *more* rare classes *less* weight). ``n_minor="mean"``: mean rarity of the labelled points.
-    Labels: ``point_labels`` (else ``voxel_labels``; with neither the class factor is 1). Class
-    frequencies: ``DistillContext.class_frequency`` (SemanticKITTI: the label map's ``content``);
-  - ``f_dist = 1 + D/R_max`` [D, A7 alternative; ``f_dist="linear"`` gives the spec's D/R_max], D the
-    radius of the supervoxel's centre, R_max = 50 m, the volume's outer radius;
-  - ``K`` = 5 supervoxels per scan drawn without replacement from the occupied ones,
-    ``torch.multinomial`` with a seeded generator (``seed``; None: torch's global RNG) [D, A8];
-  - strategies ``difficulty`` (default) / ``random`` / ``class_only`` / ``distance_only`` for the main
-    paper's sampling ablation [R].
-* ``aff_point`` / ``aff_voxel`` -- inter-point / inter-voxel affinity distillation [R]: in sampled
-  supervoxel k at most ``N_p`` points (``N_v`` voxels), a uniformly random subset when there are
-  more, the same rows for both nets [R]; cosine-similarity matrices of the penultimate features
-  (``point_features`` / ``voxel_features`` taps [R/D, A10]; the nets' widths may differ)
+  KL(T || S), tau = 1; the harness's one KL convention (:func:`harness.distill.losses.site_kl`: summed over
+  the C classes, mean over sites; ``kl_class_reduction="mean"`` gives 1/(N C)); points without a voxel
+  (``point_to_voxel == -1``) are skipped.
+* sampling (:mod:`harness.distill.supervoxel`): K supervoxels per scan with probability proportional to
+  ``W_i = f_class(N_minor_i) f_dist(D_i)`` [docs/readings.md#pvd-supervoxel-size, #pvd-n-minor, #pvd-f-dist,
+  #pvd-alpha-beta, #pvd-sampling]; class frequencies counted from the training split's label files
+  (:mod:`harness.data.class_frequency`) [docs/readings.md#class-frequencies]; uniform frequencies are an error.
+* ``aff_point`` / ``aff_voxel`` on the penultimate features of at most N_p points / N_v voxels per sampled
+  supervoxel, padding masked [docs/readings.md#pvd-members, #pvd-affinity-features]:
 
   .. math:: L_{aff} = \frac1B\sum_b \frac{1}{K_b}\sum_{k\in b} \frac{1}{n_k^2}\sum_{i,j\le n_k}
             (A^S_{k,ij} - A^T_{k,ij})^2,\qquad A_{k,ij} = \hat f_i\cdot\hat f_j
 
-  the spec's ``1/(K N_p^2)`` double sum with padded entries *masked* instead of zero-padded
-  (n_k = valid members, diagonal included) [D, A9]; K_b = sampled supervoxels of scan b with a
-  valid entry (e.g. a sampled supervoxel holding no voxel does not count). Rows with an all-zero
-  feature vector in either net have no direction and are masked like padding. Batched as
-  (B K, N_p, N_p) matrices, no loop over points: memory O(B K (N_p^2 + N_v^2)).
-  ``voxel_features_source``: ``"native"`` (default for every backbone: the ``voxel_features`` tap)
-  or ``"cylindrical"`` (scatter-mean of point features per cylindrical cell).
-
-Tap shapes (Cylinder3D teacher / 0.5x student, 20 classes): point_logits (N, 20), voxel_logits
-(M, 20), point_features (N, 64) for both (the refinement head's widths are not halved),
-voxel_features (M, 128) teacher / (M, 64) student.
-
-Defaults [D]: K = 5, N_p = N_v = 256 (the spec's starting values §1.6-1.7; the paper's are unknown).
-Every component can be switched off (``components``; supplement Table 3 [V], :data:`TABLE3_ROWS`);
-disabled terms are neither computed nor returned.
+Tap shapes (Cylinder3D teacher / 0.5x student, 20 classes): point_logits (N, 20), voxel_logits (M, 20),
+point_features (N, 64), voxel_features (M, 128) / (M, 64). ``components`` switches terms off (supplement
+Table 3, :data:`TABLE3_ROWS`).
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
 
-from harness.backbones.base import BackboneInput
-from harness.distill.base import DistillContext, Distiller, SeededSampling, paper_coefficients
-from harness.distill.losses import (affinity_distance, cosine_affinity, has_direction, kl_divergence,
-                                    per_scan_mean)
+from harness.backbones.base import BACKBONES, BackboneInput
+from harness.data.labelmap import load_label_map
+from harness.distill.base import DistillContext, Distiller, SeededSampling
+from harness.distill.losses import (KL_CLASS_REDUCTION, affinity_distance, check_class_reduction, cosine_affinity,
+                                    has_direction, per_scan_mean, site_kl)
 from harness.distill.recorder import TapValue
 from harness.distill.supervoxel import (F_DIST_FORMS, N_MINOR_READINGS, SAMPLING_STRATEGIES, SupervoxelPartition,
                                         class_rarity, gather_members, minority_score, sample_supervoxels,
@@ -115,7 +56,7 @@ __all__ = ["PVD", "TABLE2_ROWS", "TABLE3_ROWS", "BatchGeometry", "SupervoxelSamp
 TERMS = ("out_point", "out_voxel", "aff_point", "aff_voxel")
 
 #: PVKD supplementary material, Table 2 "Performance of using different loss coefficients for PVD"
-#: (Cylinder3D_0.5x student, SemanticKITTI val; ``../shared/papers/pvkd-supplement.txt``), transcribed
+#: (Cylinder3D_0.5x student, SemanticKITTI val; PVKD supplementary material), transcribed
 #: exactly: (alpha1, alpha2, beta1, beta2, mIoU). Row 6 equals the Cylinder3D row of Table 4.
 TABLE2_ROWS: tuple[tuple[float, float, float, float, float], ...] = (
     (0.1, 0.1, 0.1, 0.1, 65.2),
@@ -176,20 +117,23 @@ class PVD(SeededSampling, Distiller):
         coefficients: overrides of the Table 4 coefficients (term name -> weight); win over ``coefficient_row``.
         components: enabled terms (default all four); supplement Table 3.
         coefficient_row: 1-6, take (alpha1, alpha2, beta1, beta2) from supplement Table 2 (Cylinder3D study).
-        temperature: KL temperature tau (tau^2 scaling). kl_class_reduction: ``"mean"`` (1/(N C), default) or ``"sum"``.
+        temperature: KL temperature tau (tau^2 scaling). kl_class_reduction: ``"sum"`` (1/N, default, the
+            harness's KL convention) or ``"mean"`` (1/(N C)).
         K, N_p, N_v: supervoxels per scan, points / voxels per supervoxel.
         supervoxel_size: supervoxel size in voxels of the cylindrical grid; grid: ``"semantickitti"``,
             ``"nuscenes"`` or a :class:`~harness.voxelize.cylindrical.CylindricalGrid`.
         sampling: ``difficulty`` | ``random`` | ``class_only`` | ``distance_only``.
         alpha_s, beta_s: f_class constants. n_minor: ``"rarest"`` | ``"mean"``.
         f_dist: ``"one_plus_linear"`` | ``"linear"``.
-        class_frequency: (C,) overrides ``context.class_frequency``.
+        class_frequency: (C,) overrides ``context.class_frequency``; ``"labelmap"``: the shipped ``content`` of
+            ``context.dataset``'s label map (SemanticKITTI's official shares; nuScenes has none).
         partition_from: ``"auto"`` (Cylinder3D: ``grid_index``, else ``xyz``), ``"grid_index"``, ``"xyz"``.
         voxel_logits_source / voxel_features_source: ``"auto"``, ``"native"``, ``"cylindrical"``.
         seed: seed of the sampling generator (None: global RNG).
     """
 
     method = "pvd"
+    needs_class_frequency = True
     terms = TERMS
     student_taps = ("point_logits", "voxel_logits", "point_features", "voxel_features")
     teacher_taps = ("point_logits", "voxel_logits", "point_features", "voxel_features")
@@ -202,7 +146,7 @@ class PVD(SeededSampling, Distiller):
         components: Sequence[str] | None = None,
         coefficient_row: int | None = None,
         temperature: float = 1.0,
-        kl_class_reduction: str = "mean",
+        kl_class_reduction: str = KL_CLASS_REDUCTION,
         K: int = 5,  # noqa: N803 -- the paper's notation
         N_p: int = 256,  # noqa: N803
         N_v: int = 256,  # noqa: N803
@@ -213,17 +157,15 @@ class PVD(SeededSampling, Distiller):
         beta_s: float = -2.0,
         n_minor: str = "rarest",
         f_dist: str = "one_plus_linear",
-        class_frequency: Sequence[float] | torch.Tensor | None = None,
+        class_frequency: Sequence[float] | torch.Tensor | str | None = None,
         partition_from: str = "auto",
         voxel_logits_source: str = "auto",
         voxel_features_source: str = "auto",
         seed: int | None = 0,
     ) -> None:
+        if coefficient_row is not None:  # a Table 2 row replaces the Table 4 values; explicit ones win
+            coefficients = {**table2_coefficients(coefficient_row), **dict(coefficients or {})}
         super().__init__(context, coefficients)
-        if coefficient_row is not None:
-            table4 = paper_coefficients(self.method, context.backbone)
-            self.coefficients = {**table4, **table2_coefficients(coefficient_row), **dict(coefficients or {})}
-            self.coefficient_overrides = sorted(k for k, v in self.coefficients.items() if table4.get(k) != v)
         enabled = tuple(TERMS if components is None else components)
         unknown = sorted(set(enabled) - set(TERMS))
         if unknown:
@@ -231,8 +173,7 @@ class PVD(SeededSampling, Distiller):
         self.active_terms = tuple(t for t in TERMS if t in enabled)
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
-        if kl_class_reduction not in ("mean", "sum"):
-            raise ValueError(f"kl_class_reduction must be 'mean' or 'sum', got {kl_class_reduction!r}")
+        check_class_reduction(kl_class_reduction)
         for name, value in (("K", K), ("N_p", N_p), ("N_v", N_v)):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -245,7 +186,7 @@ class PVD(SeededSampling, Distiller):
         if isinstance(grid, str):
             _check_choice("grid", grid, tuple(_GRIDS))
             grid = _GRIDS[grid]()
-        cylinder = context.backbone == "cylinder3d"
+        cylinder = BACKBONES.get(context.backbone).grid == "cylindrical"
 
         self.temperature = float(temperature)
         self.kl_class_reduction = kl_class_reduction
@@ -263,17 +204,28 @@ class PVD(SeededSampling, Distiller):
         self.seed = seed
         self._generators: dict[str, torch.Generator] = {}
 
+        if isinstance(class_frequency, str):
+            _check_choice("class_frequency", class_frequency, ("labelmap",))
+            content = load_label_map(context.dataset).content
+            if content is None:
+                raise ValueError(f"pvd: class_frequency='labelmap': the {context.dataset} label map ships no class "
+                                 "frequencies; leave the option unset (the trainer counts the training split's)")
+            class_frequency = torch.as_tensor(content, dtype=torch.float32)
         frequency = class_frequency if class_frequency is not None else context.class_frequency
         samples = "aff_point" in self.active_terms or "aff_voxel" in self.active_terms
         needs_class = samples and sampling in ("difficulty", "class_only")
         if frequency is None and needs_class:
             raise ValueError(f"pvd sampling={sampling!r} needs class frequencies: set DistillContext.class_frequency "
-                             "(e.g. load_label_map('semantickitti').content) or the class_frequency option")
+                             "(harness.data.class_frequency.training_class_frequency) or the class_frequency option")
+        if frequency is not None and torch.as_tensor(frequency).numel() != context.num_classes:
+            raise ValueError(f"pvd: class_frequency has {torch.as_tensor(frequency).numel()} entries, the dataset "
+                             f"{context.num_classes} classes")
         rarity = class_rarity(torch.as_tensor(frequency)) if frequency is not None else torch.ones(context.num_classes)
         if needs_class and bool((rarity == 1).all()):
-            warnings.warn("pvd: the class frequencies are uniform (e.g. nuScenes' placeholder content), so f_class is "
-                          "constant and difficulty sampling reduces to distance sampling; pass training-set "
-                          "frequencies as DistillContext.class_frequency", stacklevel=2)
+            raise ValueError("pvd: the class frequencies are uniform (e.g. a placeholder), so f_class would be "
+                             f"constant and sampling={sampling!r} silently distance-only; use the training split's "
+                             "frequencies (the trainer counts them from the label files) or sampling='distance_only'")
+        self.class_frequency = None if frequency is None else [float(f) for f in torch.as_tensor(frequency).tolist()]
         self.register_buffer("rarity", rarity, persistent=False)
 
     # ------------------------------------------------------------------ metadata
@@ -289,6 +241,7 @@ class PVD(SeededSampling, Distiller):
             "grid": {"grid_size": list(grid.grid_size), "min_bound": list(grid.min_bound),
                      "max_bound": list(grid.max_bound)},
             "sampling": self.sampling, "alpha_s": self.alpha_s, "beta_s": self.beta_s, "n_minor": self.n_minor,
+            "class_frequency": self.class_frequency,
             "f_dist": self.f_dist, "partition_from": self.partition_from,
             "voxel_logits_source": self.voxel_logits_source, "voxel_features_source": self.voxel_features_source,
             "seed": self.seed,
@@ -309,7 +262,7 @@ class PVD(SeededSampling, Distiller):
 
         if "out_point" in active:
             zs, zt = _pair(student, teacher, "point_logits", rows=n)
-            terms["out_point"] = per_scan_mean(self._kl(zs, zt), geo.point_scan, b, geo.point_valid)
+            terms["out_point"] = self._kl(zs, zt, geo.point_scan, b, geo.point_valid)
 
         if "out_voxel" in active:
             if self.voxel_logits_source == "native":
@@ -319,7 +272,7 @@ class PVD(SeededSampling, Distiller):
                 zs, zt = _pair(student, teacher, "point_logits", rows=n)
                 ys, yt = cells.mean(zs), cells.mean(zt)
                 vscan = cells.scan
-            terms["out_voxel"] = per_scan_mean(self._kl(ys, yt), vscan, b)
+            terms["out_voxel"] = self._kl(ys, yt, vscan, b)
 
         if "aff_point" in active or "aff_voxel" in active:
             sample = self.sample(batch, geo)
@@ -342,9 +295,11 @@ class PVD(SeededSampling, Distiller):
                 terms["aff_voxel"] = self._affinity(gs, gt, group, num_groups, self.N_v, b)
         return terms
 
-    def _kl(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-        return kl_divergence(student_logits.float(), teacher_logits.detach().float(), self.temperature,
-                             self.kl_class_reduction)
+    def _kl(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, scan: torch.Tensor, batch_size: int,
+            mask: torch.Tensor | None = None) -> torch.Tensor:
+        """KL(teacher || student) per site, summed over classes (or 1/C), mean per scan then over scans."""
+        return site_kl(student_logits, teacher_logits, scan, batch_size, self.temperature, self.kl_class_reduction,
+                       mask)
 
     def _affinity(self, fs: torch.Tensor, ft: torch.Tensor, group: torch.Tensor, num_groups: int, limit: int,
                   batch_size: int) -> torch.Tensor:

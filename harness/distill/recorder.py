@@ -4,7 +4,7 @@ mmrazor ``ModuleOutputsRecorder`` / torchdistill ``ForwardHookManager`` pattern:
 the module paths a backbone lists in ``tap_points`` and record only inside ``with recorder:``.
 Sparse outputs are *snapshotted* at hook time (features, coordinates, stride): forwards that later
 reassign a sparse tensor's features in place cannot change what was recorded
-(aesthetics spec §8, trap 1). DDP-wrapped models are unwrapped first.
+(spconv's in-place ``replace_feature`` pattern). DDP-wrapped models are unwrapped first.
 """
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Supervoxel partition and difficulty-aware sampling of PVD (Hou et al., CVPR 2022, Sec. 3.3).
 
-Vocabulary (``../shared/specs/methods-pvd-m2skd.md`` §1.5-1.7; tags as there: [V] verified,
+Vocabulary (tags as in docs/readings.md: [V] verified,
 [R] reconstructed reading, [D] harness default):
 
-* **Partition** [R, A5]: the cylindrical grid (R x A x H = 480 x 360 x 32 voxels, Cylinder3D's
+* **Partition** [R, docs/readings.md#pvd-supervoxel-size]: the cylindrical grid (R x A x H = 480 x 360 x 32 voxels, Cylinder3D's
   fixed volume) is tiled into non-overlapping supervoxels of ``size`` voxels, default (120, 60, 8)
   -> ``divisions`` (4, 6, 4) -> 96 supervoxels per scan, each ~12.5 m x 60 deg x 1.55 m on
   SemanticKITTI. Ragged last tiles are allowed (``ceil``). A point's supervoxel is its cylindrical
@@ -16,9 +16,9 @@ Vocabulary (``../shared/specs/methods-pvd-m2skd.md`` §1.5-1.7; tags as there: [
   ``W_i = f_class(N_minor_i) * f_dist(D_i)`` with ``f_class(n) = alpha * exp(beta * n) + 1`` (the
   supplement's sensitivity study draws ``alpha`` from {3, 4, 5, 6} and ``beta`` from {-1, -2, -3}).
 
-  - ``N_minor_i`` [R; the issue overrides the spec's A6]: because ``beta < 0``, ``f_class`` *decreases* with
-    ``N_minor``, so ``N_minor`` must be *small* where rare classes are. The spec's A6 count of
-    distinct minority classes would do the opposite (more rare classes -> lower weight) and is
+  - ``N_minor_i`` [R; docs/readings.md#pvd-n-minor]: because ``beta < 0``, ``f_class`` *decreases* with
+    ``N_minor``, so ``N_minor`` must be *small* where rare classes are. The alternative reading (a count of
+    distinct minority classes) would do the opposite (more rare classes -> lower weight) and is
     therefore not used. Reading chosen: the **log-normalised training frequency of the rarest
     labelled class present** in the supervoxel,
     ``rarity_c = (log p_c - log p_min) / (log p_max - log p_min)`` in [0, 1] over the evaluated
@@ -29,16 +29,16 @@ Vocabulary (``../shared/specs/methods-pvd-m2skd.md`` §1.5-1.7; tags as there: [
     ``f_class = 5``, one holding only vegetation ``1.54``, car ``1.82``, pole ``2.50``. A supervoxel
     without labelled points gets ``N_minor = 1`` (no rare class seen). Alternative
     ``n_minor="mean"``: the mean rarity of its labelled points.
-  - ``f_dist`` [D, A7]: ``1 + D_i / R_max`` (``f_dist="one_plus_linear"``; alternative
-    ``"linear"``: ``D_i / R_max``, the spec's A7 / SRKD form), ``D_i`` the radial distance [m] of the
+  - ``f_dist`` [D, docs/readings.md#pvd-f-dist]: ``1 + D_i / R_max`` (``f_dist="one_plus_linear"``; alternative
+    ``"linear"``: ``D_i / R_max``, the SRKD form, docs/readings.md#pvd-f-dist), ``D_i`` the radial distance [m] of the
     supervoxel's centre from the sensor (the middle of its ``rho`` range; ragged last ring: of the
     part inside the volume), ``R_max`` the volume's outer radius (50 m).
-* **Sampling** [D, A8]: ``P_i = W_i / sum_j W_j`` over the *occupied* supervoxels of a scan (at least
+* **Sampling** [D, docs/readings.md#pvd-sampling]: ``P_i = W_i / sum_j W_j`` over the *occupied* supervoxels of a scan (at least
   one point); ``K`` drawn without replacement (``torch.multinomial``, successive draws renormalised;
   all of them when fewer than ``K`` are occupied). Strategies for the main paper's sampling
   ablation [R]: ``difficulty`` (``f_class * f_dist``), ``class_only`` (``f_class``),
   ``distance_only`` (``f_dist``), ``random`` (uniform).
-* **Members** [R/D, A9]: inside each sampled supervoxel at most ``limit`` points (``N_p``) / voxels
+* **Members** [R/D, docs/readings.md#pvd-members]: inside each sampled supervoxel at most ``limit`` points (``N_p``) / voxels
   (``N_v``), a uniformly random subset when there are more (the same rows for teacher and student),
   returned as a padded index plus a validity mask (padding never enters a cosine).
 """
@@ -142,8 +142,8 @@ def class_rarity(class_frequency: torch.Tensor, ignore_index: int = 0) -> torch.
 
     ``rarity_c = (log p_c - log p_min) / (log p_max - log p_min)`` over the classes other than
     ``ignore_index`` (which gets 1: it never makes a supervoxel rare). Classes with frequency 0 count
-    as the rarest observed one. When every class is equally frequent (e.g. nuScenes' uniform
-    ``content`` placeholder) all rarities are 1: no class is rarer than another.
+    as the rarest observed one. When every class is equally frequent (a uniform
+    placeholder) all rarities are 1: no class is rarer than another.
     """
     freq = torch.as_tensor(class_frequency, dtype=torch.float64).flatten()
     keep = torch.ones_like(freq, dtype=torch.bool)

@@ -18,11 +18,13 @@ from harness.config.load import expand_env
 from harness.config.schema import RunConfig
 from harness.engine.dist import DistInfo
 from harness.errors import InputError
-from harness.voxelize import voxelize_for_backbone
+from harness.backbones.base import voxelize_for_backbone
 
 
 SPLITS = ("train", "val", "test")
-LABEL_FREE_SPLITS = ("test",)  # SemanticKITTI 11-21 and nuScenes v1.0-test publish no labels
+LABEL_FREE_SPLITS = ("test",)
+# data.label_map -> SemanticKITTI label map (harness/data/labelmap.py): the semantic-kitti-api mapping, or spvnas'
+LABEL_MAPS = {"official": "semantickitti", "spvnas": "semantickitti-spvnas"}  # SemanticKITTI 11-21 and nuScenes v1.0-test publish no labels
 
 
 def build_reader(cfg: RunConfig, split: str):
@@ -37,10 +39,21 @@ def build_reader(cfg: RunConfig, split: str):
         sequences = {"train": cfg.data.train_sequences, "val": cfg.data.val_sequences}.get(split)
         # labelled splits need every label file (a missing labels/ folder is a named error, not a None label)
         return SemanticKITTI(root, split=None if sequences else split, sequences=sequences,
+                             label_map=LABEL_MAPS[cfg.data.label_map],
                              require_labels=split not in LABEL_FREE_SPLITS)
     from harness.data.nuscenes import NuScenesLidarSeg
 
     return NuScenesLidarSeg(root, cfg.data.version, split)
+
+
+def nearest_points(points: np.ndarray, labels: np.ndarray | None, max_points: int) -> np.ndarray:
+    """Indices (sorted, scan order) of the ``max_points`` points nearest the sensor (3-D range), labelled points
+    ranked before ignored ones (label 0). points: (N, >=3) metres; labels: (N,) learning ids or None."""
+    rank_key = np.linalg.norm(points[:, :3], axis=1)
+    if labels is not None:
+        rank_key = rank_key.copy()
+        rank_key[labels == 0] += 1e6  # ignored points only after every labelled one
+    return np.sort(np.argsort(rank_key, kind="stable")[:max_points])
 
 
 class VoxelScanDataset(Dataset):
@@ -79,10 +92,8 @@ class VoxelScanDataset(Dataset):
         if self.max_points is None or num_original <= self.max_points:
             return points, labels, num_original, instance
         rng = np.linalg.norm(points[:, :3], axis=1)
-        rank_key = rng[:num_original].copy()
-        if labels is not None:
-            rank_key[labels[:num_original] == 0] += 1e6  # ignored points only after every labelled one
-        keep = np.sort(np.argsort(rank_key, kind="stable")[: self.max_points])
+        keep = nearest_points(points[:num_original], labels[:num_original] if labels is not None else None,
+                              self.max_points)
         radius = rng[keep].max()
         extra = num_original + np.flatnonzero(rng[num_original:] <= radius)
         keep = np.concatenate([keep, extra])
@@ -167,12 +178,38 @@ class EvalShardSampler(Sampler[int]):
         return len(self.indices)
 
 
-def build_loader(cfg: RunConfig, split: str, info: DistInfo) -> tuple[VoxelScanDataset, Sampler, DataLoader]:
+def seed_worker(worker_id: int) -> None:
+    """Seed a loader worker's global generators from torch's per-worker seed (base seed + worker id).
+
+    The batches themselves never read a global generator (augmentation draws from ``(seed, epoch, index)``),
+    so they are identical with any number of workers; this only keeps code that does use ``random`` /
+    ``np.random`` inside a worker reproducible (numpy would otherwise copy the parent's state into every worker).
+    """
+    import random
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_loader(cfg: RunConfig, split: str, info: DistInfo, batch_size: int | None = None,
+                 pin_memory: bool = False) -> tuple[VoxelScanDataset, Sampler, DataLoader]:
+    """Dataset, sampler and loader of ``split``.
+
+    Args:
+        batch_size: scans per process (the trainer passes the recipe's per-process batch,
+            :func:`harness.engine.recipe.resolve_recipe`); None: ``train.batch_size``.
+        pin_memory: page-locked host batches (the trainer sets it on CUDA when ``data.pin_memory``).
+    """
     dataset = VoxelScanDataset(cfg, split)
     sampler: Sampler = (ResumableSampler(dataset, info, shuffle=True, seed=cfg.train.seed) if split == "train"
                         else EvalShardSampler(dataset, info))
-    loader = DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler, collate_fn=collate,
-                        num_workers=cfg.data.num_workers, drop_last=False)
+    workers = cfg.data.num_workers
+    generator = torch.Generator().manual_seed(cfg.train.seed + info.rank)  # the workers' base seeds
+    loader = DataLoader(dataset, batch_size=batch_size or cfg.train.batch_size, sampler=sampler, collate_fn=collate,
+                        num_workers=workers, drop_last=False, pin_memory=pin_memory,
+                        worker_init_fn=seed_worker if workers else None, generator=generator,
+                        persistent_workers=False)
     return dataset, sampler, loader
 
 

@@ -1,4 +1,4 @@
-"""``harness eval``: evaluate a trained run (or a checkpoint + config) and write predictions.
+"""``harness predict``: evaluate a trained run (or a checkpoint + config) and write predictions.
 
 Predictions go to ``OUT/sequences/NN/predictions/XXXXXX.label`` (SemanticKITTI submission layout,
 raw ids through ``learning_map_inv``) for every scan of the split, on the full scan (the demo
@@ -18,14 +18,14 @@ import torch
 
 from harness.backbones.base import collate_scans, label_offset
 from harness.config.load import config_from_dict
-from harness.data.labelmap import load_label_map
+from harness.data.datasets import dataset_spec
 from harness.engine.checkpoint import load_model_weights, model_identity
 from harness.engine.data import build_reader
 from harness.engine.trainer import build_model
 from harness.errors import InputError
-from harness.evaluate.runner import Accumulator
+from harness.evaluate.runner import accumulate
 from harness.io import staging_dir, write_json_atomic
-from harness.voxelize import voxelize_for_backbone
+from harness.backbones.base import voxelize_for_backbone
 
 FLIPS = ((1, 1), (-1, 1), (1, -1), (-1, -1))  # (x sign, y sign)
 
@@ -46,7 +46,7 @@ def predict_scan(model, backbone: str, points: np.ndarray, dataset: str, tta: bo
 
 
 def run_eval(run_dir: str | Path | None = None, checkpoint: str | Path | None = None, config: str | Path | None = None,
-             predictions_out: str | Path | None = None, tta: bool = False, split: str = "val",
+             predictions_out: str | Path | None = None, tta: bool | None = None, split: str = "val",
              device: str | None = None) -> dict:
     """Score ``split`` and/or write its predictions. A label-free split (test) writes predictions only.
 
@@ -67,6 +67,10 @@ def run_eval(run_dir: str | Path | None = None, checkpoint: str | Path | None = 
     if not config.is_file():
         raise InputError(config, "config not found", "point --run at a run folder with config.yaml")
     cfg = config_from_dict(read_yaml_file(config))
+    tta = cfg.eval.tta if tta is None else bool(tta)  # the run's eval.tta unless --tta / --no-tta says otherwise
+    if run_dir is not None:  # the checkpoint the run's tables score (eval.checkpoint: best.pt by default)
+        scored = run_dir / "checkpoints" / f"{cfg.eval.checkpoint}.pt"
+        checkpoint = scored if scored.is_file() else checkpoint
     if split in LABEL_FREE_SPLITS and predictions_out is None:
         raise InputError("--split", f"the {split} split has no labels: there is nothing to score",
                          "pass --predictions-out DIR to write its predictions")
@@ -79,20 +83,25 @@ def run_eval(run_dir: str | Path | None = None, checkpoint: str | Path | None = 
     load_model_weights(model, checkpoint, model_identity(cfg.model, cfg.data.dataset))
     model.to(dev).eval()
     reader = build_reader(cfg, split)
-    lm = load_label_map("nuscenes" if cfg.data.dataset == "nuscenes" else "semantickitti")
-    acc = Accumulator(lm, "nuscenes" if cfg.data.dataset == "nuscenes" else "semantickitti")
+    spec = dataset_spec(cfg.data.dataset)
+    lm = spec.label_map
     count = len(reader) if cfg.data.max_scans is None else min(len(reader), cfg.data.max_scans)
     with (staging_dir(out_dir) if out_dir is not None else contextlib.nullcontext()) as staging:
-        for i in range(count):
-            scan = reader[i]
-            pred = predict_scan(model, cfg.model.backbone, np.ascontiguousarray(scan.points[:, :4]), cfg.data.dataset, tta, dev)
-            if scan.labels is not None:
-                acc.add(scan.points[:, :3], scan.labels, np.maximum(pred, 1) if cfg.data.dataset == "nuscenes" else pred)
-            if staging is not None:
-                ref = scan.ref
-                target = staging / "sequences" / ref.sequence / "predictions" / f"{ref.frame}.label"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                lm.to_raw(pred).astype(np.uint32).tofile(target)
+        def triples():
+            """Predict every scan (writing its file when exporting); yield the labelled ones for scoring."""
+            for i in range(count):
+                scan = reader[i]
+                pred = predict_scan(model, cfg.model.backbone, np.ascontiguousarray(scan.points[:, :4]), cfg.data.dataset,
+                                    tta, dev)
+                if staging is not None:
+                    ref = scan.ref
+                    target = staging / "sequences" / ref.sequence / "predictions" / f"{ref.frame}.label"
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    lm.to_raw(pred).astype(np.uint32).tofile(target)
+                if scan.labels is not None:
+                    yield scan.points[:, :3], scan.labels, pred
+
+        acc = accumulate(triples(), spec)
         if staging is not None:
             _replace_dir(staging, out_dir)
     result = acc.result() if acc.num_scans else {"num_scans": 0}

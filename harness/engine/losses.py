@@ -3,16 +3,20 @@
 * Cylinder3D (``train_cyl_sem.py``): ``CrossEntropyLoss(ignore_index=0)`` + Lovasz-softmax
   (``ignore=0``) on the dense (B, 20, 480, 360, 32) logits. Empty voxels carry label 0 and are ignored,
   so computing both on the active voxels only is the same loss without the 442 MB dense tensor
-  (backbones spec §1.1.1). With the point refinement head, the same pair on point logits
-  (methods spec §1.9 [R]).
+  (Cylinder3D's recipe). With the point refinement head, the same pair on point logits
+  (docs/readings.md#cylinder3d-point-loss [R]).
 * spvnas (``core/builder.py``): ``CrossEntropyLoss(ignore_index=255)`` only.
 
 Targets are logit columns (``learning_ids_to_targets``): the ignored class maps to -1.
 """
 from __future__ import annotations
 
+from typing import Mapping
+
 import torch
 import torch.nn.functional as F
+
+from harness.errors import InputError
 
 IGNORE = -1
 
@@ -60,3 +64,26 @@ def segmentation_loss(logits: torch.Tensor, targets: torch.Tensor, ce_weight: fl
     if lovasz_weight:
         terms["lovasz"] = lovasz_softmax(F.softmax(logits, dim=1), targets)
     return terms
+
+
+def weighted_total(terms: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> torch.Tensor:
+    r"""The training objective :math:`L = \sum_k w_k\,t_k` over the named, unweighted terms (float32).
+
+    Every term needs a weight: a term without one is an error, never weight 1 (a distiller term the
+    coefficient table does not cover would otherwise enter the loss at full strength unnoticed).
+
+    Args:
+        terms: term name -> scalar tensor, e.g. ``seg.voxel_ce``, ``distill.out_voxel``.
+        weights: term name -> weight (segmentation weights from ``loss.*``, distillation coefficients).
+
+    Raises:
+        InputError: naming ``distill.coefficients`` and the terms without a weight.
+    """
+    missing = sorted(k for k in terms if k not in weights)
+    if missing:
+        raise InputError("distill.coefficients", f"loss term(s) {missing} have no coefficient (a term without one "
+                         "is an error, not weight 1)",
+                         "set them in distill.coefficients (term name -> weight) or in the method's table")
+    if not terms:
+        raise ValueError("weighted_total needs at least one term")
+    return sum(float(weights[k]) * v.float() for k, v in terms.items())

@@ -20,7 +20,6 @@ import inspect
 import math
 import random
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -29,19 +28,38 @@ from torch import nn
 from harness.backbones.base import BACKBONES, BackboneInput, label_offset, learning_ids_to_targets, logits_to_learning_ids
 from harness.config.load import config_from_dict, config_hash, read_yaml_file
 from harness.config.schema import ModelConfig, RunConfig
-from harness.data.labelmap import load_label_map
-from harness.distill.recorder import TapRecorder
+from harness.data.datasets import dataset_spec
+from harness.distill.recorder import TapRecorder, unwrap
 from harness.engine.checkpoint import load_checkpoint, load_model_weights, model_identity, save_checkpoint, set_rng_state
 from harness.engine.data import build_loader, move
+from harness.engine.recipe import ResolvedRecipe, resolve_recipe
 from harness.engine.dist import DistInfo, all_reduce_sum, barrier, init_distributed
-from harness.engine.losses import segmentation_loss
+from harness.engine.losses import segmentation_loss, weighted_total
 from harness.errors import InputError
-from harness.evaluate.runner import Accumulator
+from harness.evaluate.runner import Accumulator, accumulate
 from harness.runs.store import RunStore, run_dir_for
 from harness.sparse.selection import describe_backend, set_backend
 
 
 RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "distiller", "epoch", "step_in_epoch", "global_step", "rng")
+CHECKPOINT_CHOICES = ("best", "last")  # eval.checkpoint: which weights metrics.json's top level (the tables) scores
+
+
+def lr_factor(scheduler: str, step: int, epochs: int, steps_per_epoch: int, warmup_iters: int, world_size: int) -> float:
+    """Per-step LR multiplier of optimizer step ``step`` (0-based).
+
+    ``constant``: 1. ``cosine_warmup`` (mit-han-lab/spvnas ``core/schedulers.py`` ``cosine_schedule_with_warmup``):
+    ``W = 0`` on one process, else ``warmup_iters // world_size`` warm-up steps at ``(k + 1) / W``; then
+    ``0.5 (1 + cos(pi (k - W) / (epochs x steps_per_epoch)))`` -- the denominator is the whole schedule, not the
+    part after warm-up, so the last step's factor stays just above 0.
+    """
+    if scheduler == "constant":
+        return 1.0
+    warmup = 0 if world_size == 1 else warmup_iters // world_size
+    if step < warmup:
+        return (step + 1) / warmup
+    ratio = (step - warmup) / max(1, epochs * steps_per_epoch)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, ratio)))
 
 
 class TrainingDiverged(RuntimeError):
@@ -52,14 +70,8 @@ def build_model(model_cfg: ModelConfig, dataset: str = "semantickitti") -> nn.Mo
     """The backbone with the dataset's class count: Cylinder3D's head includes the ignored class
     (20 / 17 outputs, label_offset 0); spvnas heads leave it out (19 / 16 outputs, label_offset 1)."""
     cls = BACKBONES.get(model_cfg.backbone)
-    num_classes = load_label_map("nuscenes" if dataset == "nuscenes" else "semantickitti").num_classes
-    kwargs: dict[str, Any] = {"width": model_cfg.width}
-    if model_cfg.backbone == "cylinder3d":
-        kwargs["legacy_spconv1_keys"] = model_cfg.legacy_spconv1_keys
-        kwargs["num_classes"] = num_classes
-    else:
-        kwargs["num_classes"] = num_classes - 1
-    model = cls(**kwargs)
+    num_classes = dataset_spec(dataset).num_classes
+    model = cls.build(num_classes, model_cfg.width, **{key: getattr(model_cfg, key) for key in cls.config_options})
     set_backend(model, model_cfg.sparse_backend)
     return model
 
@@ -86,6 +98,9 @@ def load_teacher(cfg: RunConfig, device: torch.device) -> tuple[nn.Module, RunCo
         raise InputError(d.teacher_run, "the teacher run is unfinished (no metrics.json): its last.pt is a "
                          "mid-training snapshot", "finish the teacher first (harness train --resume on its config)")
     teacher_cfg = config_from_dict(read_yaml_file(config_file))
+    if d.teacher_run:  # the checkpoint the teacher's own tables scored (best.pt by default); older runs have last.pt only
+        scored = Path(d.teacher_run) / "checkpoints" / f"{teacher_cfg.eval.checkpoint}.pt"
+        ckpt = scored if scored.is_file() else ckpt
     for what, ours, theirs in (("backbone", cfg.model.backbone, teacher_cfg.model.backbone),
                                ("dataset", cfg.data.dataset, teacher_cfg.data.dataset)):
         if ours != theirs:
@@ -109,13 +124,17 @@ class Trainer:
         seed_everything(cfg.train.seed + self.info.rank)
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
-        self.label_map = load_label_map("nuscenes" if cfg.data.dataset == "nuscenes" else "semantickitti")
+        self.dataset = dataset_spec(cfg.data.dataset)
+        self.label_map = self.dataset.label_map
         self.model = build_model(cfg.model, cfg.data.dataset).to(self.device)
         if cfg.model.init_checkpoint:
             load_model_weights(self.model, cfg.model.init_checkpoint, model_identity(cfg.model, cfg.data.dataset))
         self.offset = label_offset(self.model)
-        self.train_set, self.train_sampler, self.train_loader = build_loader(cfg, "train", self.info)
-        self.val_set, self.val_sampler, self.val_loader = build_loader(cfg, "val", self.info)
+        self.recipe: ResolvedRecipe = resolve_recipe(cfg, self.info.world_size)
+        pin = cfg.data.pin_memory and self.device.type == "cuda"
+        batch = self.recipe.per_process_batch
+        self.train_set, self.train_sampler, self.train_loader = build_loader(cfg, "train", self.info, batch, pin)
+        self.val_set, self.val_sampler, self.val_loader = build_loader(cfg, "val", self.info, batch, pin)
         if len(self.train_set) == 0:
             raise InputError(cfg.data.root, "the training split has no scans", "check data.root / data.train_sequences")
         self.steps_per_epoch = len(self.train_loader)
@@ -141,6 +160,10 @@ class Trainer:
         self.teacher_recorder = TapRecorder(self.teacher, self.distiller.teacher_taps) if self.distiller else None
 
         self.epoch = self.step_in_epoch = self.global_step = 0
+        # the best validation so far: {"epoch", "global_step", "miou", "counts", "by_distance", "num_scans",
+        # "num_points"} (confusion counts, so metrics.json can report it without re-evaluating); None before any
+        self.best: dict | None = None
+        self.last_eval: dict | None = None  # the same for the latest validation
         self.tensorboard = None
         if self.info.is_main and cfg.train.tensorboard:  # checked before prepare(): a refusal leaves no run folder
             try:
@@ -149,7 +172,8 @@ class Trainer:
                 raise InputError("train.tensorboard", f"TensorBoard is not installed ({err})",
                                  "pip install 'pvkd-harness[tensorboard]' or set train.tensorboard=false") from None
         if self.info.is_main:
-            self.store.prepare(cfg, resume=resume, world_size=self.info.world_size, device=str(self.device))
+            self.store.prepare(cfg, resume=resume, world_size=self.info.world_size, device=str(self.device),
+                               recipe=self.recipe.as_dict())
             if cfg.train.tensorboard:  # after prepare(): never touch a finished run's folder
                 self.tensorboard = SummaryWriter(str(self.store.path / "tensorboard"))
         barrier(self.info)
@@ -168,16 +192,27 @@ class Trainer:
         cls = DISTILLERS.get(self.cfg.distill.method)
         batch = move(next(iter(self.train_loader)), self.device)
         widths: dict[str, dict[str, int]] = {}
-        for name, net, taps in (("student", self.model, cls.student_taps), ("teacher", self.teacher, cls.teacher_taps)):
-            recorder = TapRecorder(net, taps)
+        # every tap the backbones offer: the distiller (built next) picks its own taps and may size adapters from them
+        for name, net in (("student", self.model), ("teacher", self.teacher)):
+            recorder = TapRecorder(net, tuple(unwrap(net).tap_points))
             with torch.no_grad(), recorder:
                 net(batch.extras.get("teacher_input", batch) if name == "teacher" else batch)
             recorder.remove()
             widths[name] = {tap: int(v.feats.shape[1]) for tap, v in recorder.values.items()}
+        options = dict(self.cfg.distill.options)
+        frequency = None
+        if cls.needs_class_frequency and "class_frequency" not in options:  # counted once per root, cached
+            from harness.data.class_frequency import training_class_frequency
+
+            if not self.info.is_main:  # rank 0 counts (and caches) first, the other ranks then read its cache
+                barrier(self.info)
+            counted = training_class_frequency(self.train_set.reader, self.cfg.data.dataset)
+            if self.info.is_main:
+                barrier(self.info)
+            frequency = torch.tensor(counted.frequency, dtype=torch.float32)
         context = DistillContext(backbone=self.cfg.model.backbone, num_classes=self.label_map.num_classes,
                                  student_channels=widths["student"], teacher_channels=widths["teacher"],
-                                 class_frequency=torch.tensor(self.label_map.content, dtype=torch.float32))
-        options = dict(self.cfg.distill.options)
+                                 class_frequency=frequency, dataset=self.cfg.data.dataset)
         if "seed" in inspect.signature(cls.__init__).parameters and "seed" not in options:
             options["seed"] = self.cfg.train.seed + self.info.rank  # each rank samples its own supervoxels
         try:
@@ -187,31 +222,31 @@ class Trainer:
 
     def _build_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
         o = self.cfg.optim
+        lr = self.recipe.lr  # the recipe's lr, rescaled when its global batch cannot be kept (engine/recipe.py)
         if o.name == "adam":
-            return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+            return torch.optim.Adam(params, lr=lr, weight_decay=o.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
 
     def _lr_factor(self, step: int) -> float:
-        """Per-step LR multiplier: constant, or linear warm-up then cosine to 0 (spvnas ``cosine_schedule_with_warmup``)."""
-        o = self.cfg.optim
-        if o.scheduler == "constant":
-            return 1.0
-        total = max(1, self.cfg.train.epochs * self.steps_per_epoch)
-        warmup = int(o.warmup_epochs * self.steps_per_epoch)
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return lr_factor(self.cfg.optim.scheduler, step, self.cfg.train.epochs, self.steps_per_epoch,
+                         self.cfg.optim.warmup_iters, self.info.world_size)
 
     # ------------------------------------------------------------------ checkpoints
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, best_improved: bool = False) -> None:
+        """``last.pt`` (everything resume needs, with the best-so-far record); ``best.pt`` first when the
+        validation just run is the best so far (written before last.pt: a kill between the two leaves a
+        best.pt newer than last.pt's record, which the resumed run overwrites when it next improves)."""
         if self.info.is_main:
+            identity = dict(config_hash=config_hash(self.cfg), **model_identity(self.cfg.model, self.cfg.data.dataset))
+            if best_improved:
+                save_checkpoint(self.store.best_path, model=self.model.state_dict(), epoch=self.epoch,
+                                global_step=self.global_step, miou=self.best["miou"], **identity)
             save_checkpoint(
                 self.store.checkpoint_path, model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
                 scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
                 distiller=self.distiller.state_dict() if self.distiller else {},
                 epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
-                config_hash=config_hash(self.cfg), **model_identity(self.cfg.model, self.cfg.data.dataset))
+                best=self.best, last_eval=self.last_eval, **identity)
         barrier(self.info)
 
     def _restore(self, state: dict) -> None:
@@ -228,9 +263,11 @@ class Trainer:
         if self.distiller is not None:
             self.distiller.load_state_dict(state["distiller"])
         self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        self.best, self.last_eval = state.get("best"), state.get("last_eval")  # absent in pre-best checkpoints
         set_rng_state(state["rng"])
         if self.info.is_main:
-            self.store.truncate_log(self.global_step)
+            validated = self.last_eval is not None and self.last_eval["global_step"] == self.global_step
+            self.store.truncate_log(self.global_step, validated_at_step=validated)
 
     # ------------------------------------------------------------------ training
     def _segmentation_terms(self, out, batch: BackboneInput) -> dict[str, torch.Tensor]:
@@ -272,7 +309,7 @@ class Trainer:
                     for k, v in self.distiller(self.student_recorder.values, self.teacher_recorder.values, batch).items():
                         terms[f"distill.{k}"] = v
         weights = self._weights()
-        total = sum(weights.get(k, 1.0) * v.float() for k, v in terms.items())
+        total = weighted_total(terms, weights)
         values = {k: float(v.detach()) for k, v in terms.items()}
         values["total"] = float(total.detach())
         if not math.isfinite(values["total"]):
@@ -323,7 +360,7 @@ class Trainer:
 
         cfg = self.cfg
         while self.epoch < cfg.train.epochs:
-            skip = self.step_in_epoch * cfg.train.batch_size
+            skip = self.step_in_epoch * self.recipe.per_process_batch
             self.train_sampler.set_epoch(self.epoch, skip=skip)
             self.train_set.set_epoch(self.epoch)
             bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}",
@@ -347,8 +384,28 @@ class Trainer:
             bar.close()
             self.epoch += 1
             self.step_in_epoch = 0
-            self._checkpoint()
+            improved = False
+            if self.epoch % cfg.train.eval_every == 0 or self.epoch == cfg.train.epochs:
+                improved = self._validate()
+            self._checkpoint(best_improved=improved)
         return self.finish()
+
+    def _validate(self) -> bool:
+        """Validate the weights of the epoch just finished; True when they are the best so far (strictly higher
+        val mIoU, as Cylinder3D's ``best_val_miou < val_miou`` and spvnas' ``MaxSaver``: ties keep the earlier)."""
+        acc = self.evaluate()
+        record = {"epoch": self.epoch, "global_step": self.global_step, "miou": float(acc.result()["miou"]),
+                  # tensors, not numpy arrays: checkpoints are loaded with weights_only=True
+                  "counts": torch.as_tensor(acc.counts),
+                  "by_distance": {k: torch.as_tensor(v) for k, v in acc.by_distance.items()},
+                  "num_scans": int(acc.num_scans), "num_points": int(acc.num_points)}
+        self.last_eval = record
+        if self.info.is_main:
+            self.store.append_log({"epoch": self.epoch, "step": self.global_step, "val_miou": record["miou"]})
+        if self.best is None or record["miou"] > self.best["miou"]:
+            self.best = record
+            return True
+        return False
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -356,27 +413,42 @@ class Trainer:
         from tqdm import tqdm
 
         self.model.eval()
-        convention = "nuscenes" if self.cfg.data.dataset == "nuscenes" else "semantickitti"
-        acc = Accumulator(self.label_map, convention)
-        for batch in tqdm(self.val_loader, desc="eval", leave=False, **self._progress_kwargs()):
-            batch = move(batch, self.device)
-            pred = logits_to_learning_ids(self.model(batch).point_logits, self.offset).cpu().numpy()
-            if convention == "nuscenes":  # the devkit forbids predicting the ignored class
-                pred = np.maximum(pred, 1)
-            gt = batch.point_labels.cpu().numpy()
-            xyz = batch.point_xyz.cpu().numpy()
-            owner = batch.point_batch.cpu().numpy()
-            for b in range(batch.batch_size):
-                # only the target scan's own points (fused points follow them and are never scored)
-                m = np.flatnonzero(owner == b)[: batch.extras["num_original"][b]]
-                acc.add(xyz[m], gt[m], pred[m])
-        return acc.all_reduce()
+
+        def triples():
+            for batch in tqdm(self.val_loader, desc="eval", leave=False, **self._progress_kwargs()):
+                batch = move(batch, self.device)
+                pred = logits_to_learning_ids(self.model(batch).point_logits, self.offset).cpu().numpy()
+                gt = batch.point_labels.cpu().numpy()
+                xyz = batch.point_xyz.cpu().numpy()
+                owner = batch.point_batch.cpu().numpy()
+                for b in range(batch.batch_size):
+                    # only the target scan's own points (fused points follow them and are never scored)
+                    m = np.flatnonzero(owner == b)[: batch.extras["num_original"][b]]
+                    yield xyz[m], gt[m], pred[m]
+
+        return accumulate(triples(), self.dataset).all_reduce()
+
+    def _accumulator(self, record: dict) -> Accumulator:
+        acc = Accumulator(self.label_map, self.dataset.convention)
+        acc.counts = np.asarray(record["counts"]).copy()
+        acc.by_distance = {k: np.asarray(v).copy() for k, v in record["by_distance"].items()}
+        acc.num_scans, acc.num_points = record["num_scans"], record["num_points"]
+        return acc
 
     def finish(self) -> dict:
-        acc = self.evaluate()
+        """Write metrics.json: the top level scores ``eval.checkpoint`` (best or last), ``checkpoints`` holds both."""
+        if self.last_eval is None or self.last_eval["global_step"] != self.global_step:
+            self._validate()  # a run resumed from a pre-best checkpoint, or with no epoch left to train
+            self._checkpoint(best_improved=self.best is self.last_eval)
+        chosen = self.best if self.cfg.eval.checkpoint == "best" else self.last_eval
+        acc = self._accumulator(chosen)
         metrics = acc.result()
         if not self.info.is_main:
             return metrics
+        summary = {name: {"epoch": r["epoch"], "global_step": r["global_step"], "miou": r["miou"],
+                          "path": str(path.relative_to(self.store.path))}
+                   for name, r, path in (("best", self.best, self.store.best_path),
+                                         ("last", self.last_eval, self.store.checkpoint_path))}
         from harness.profiling.model import count_macs
 
         from harness.engine.data import collate
@@ -395,6 +467,9 @@ class Trainer:
             "macs_per_scan": macs, "sparse_backend": describe_backend(self.model, self.device),
             "legacy_spconv1_keys": getattr(self.model, "legacy_spconv1_keys", None),
             "epochs": self.cfg.train.epochs, "global_steps": self.global_step, "eval_level": "point",
+            "distance_bins": self.cfg.eval.distance_bins,  # the per-distance mode the tables and figures show
+            "scored_checkpoint": self.cfg.eval.checkpoint, "checkpoints": summary, "recipe": self.recipe.as_dict(),
+            "point_refinement": getattr(self.model, "has_point_refinement", None),
         })
         self.store.write_confusion(acc.counts, acc.by_distance)
         self.store.write_metrics(metrics)

@@ -7,7 +7,7 @@ Two modes:
 * ``official``: identical to semantic-kitti-api ``evaluate_semantics_by_distance.py``:
   ``DISTANCES = [(1e-8, 10), (10, 20), (20, 30), (30, 40), (40, 50)]`` with *strict* inequalities on both
   ends (``depth > lo and depth < hi``): points at exactly 10.0, 20.0, ... m and every point at >= 50 m
-  fall in no bin and are not evaluated (datasets-eval spec §4.1).
+  fall in no bin and are not evaluated (docs/readings.md#distance-bins).
 
 The range is measured on the evaluated (target) scan's points, in its own LiDAR frame; ``3d`` is
 ``||(x, y, z)||`` (the api's ``depth``), ``bev`` is ``||(x, y)||`` (Cylinder3D's grid radius).

@@ -16,11 +16,12 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from harness.data.datasets import DatasetSpec, dataset_spec
 from harness.data.labelmap import LabelMap, load_label_map
 from harness.errors import InputError
 from harness.evaluate.confusion import confusion_counts, sum_over_ranks
 from harness.evaluate.distance import DistanceBins
-from harness.evaluate.metrics import iou_per_class, mean_iou, scores
+from harness.evaluate.metrics import frequency_weighted_iou, iou_per_class, mean_iou, scores
 
 SCHEMA_VERSION = 1
 
@@ -72,17 +73,44 @@ class Accumulator:
                 # NaN where a class has neither GT nor prediction in the bin, for the nanmean variant
                 union_empty = (np.delete(conf.sum(axis=1), 0) + np.delete(conf.sum(axis=0), 0)) == 0
                 iou_nan = np.where(union_empty, np.nan, iou)
+                evaluated = evaluated_points(conf)
                 rows.append({
                     "bin": label, "lo_m": lo, "hi_m": None if not np.isfinite(hi) else hi,
                     "num_points": int(conf.sum()),
-                    "miou": mean_iou(iou, self.convention),
-                    "miou_nanmean": mean_iou(iou_nan, "nuscenes"),
+                    "num_evaluated": evaluated,
+                    # "no data" (JSON null), never 0: a bin without an evaluated point has no score
+                    "miou": mean_iou(iou, self.convention) if evaluated else None,
+                    "miou_nanmean": mean_iou(iou_nan, "nuscenes") if evaluated else None,
                     "iou_per_class": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names[1:], iou_nan)},
                     "gt_points_per_class": {n: int(v) for n, v in zip(names[1:], gt_counts)},
                 })
             out["per_distance"][mode] = {"open_intervals": bins.open_intervals, "range": bins.range_kind, "bins": rows}
         out["confusion_matrix"] = {"layout": "counts[gt][pred]", "class_names": list(names), "counts": self.counts.tolist()}
         return out
+
+
+def evaluated_points(conf: np.ndarray, ignore: int = 0) -> int:
+    """Points of a (C, C) ``counts[gt][pred]`` matrix that any convention scores: ground truth not ``ignore``.
+
+    A distance bin with none has no mIoU ("no data": ``None`` in JSON, "—" in tables, a gap in figures). The
+    semantic-kitti-api prints 0 for such a bin (every IoU is 0 / (0 + 1e-15)); that 0 is not a measurement."""
+    conf = np.asarray(conf)
+    return int(conf.sum() - conf[ignore, :].sum())
+
+
+def accumulate(triples: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], dataset: str | DatasetSpec) -> Accumulator:
+    """The evaluation loop shared by ``harness evaluate``, ``harness predict`` and ``Trainer.evaluate``.
+
+    Args:
+        triples: per scan ``(xyz (N, 3) [m], ground-truth learning ids (N,), predicted learning ids (N,))``.
+        dataset: its description (label map, IoU convention, prediction clamp), or its name.
+    Returns the accumulator (counts overall and per distance bin); ``.result()`` gives the metrics.
+    """
+    spec = dataset_spec(dataset) if isinstance(dataset, str) else dataset
+    acc = Accumulator(spec.label_map, spec.convention)
+    for xyz, gt, pred in triples:
+        acc.add(xyz, gt, spec.clamp(pred))
+    return acc
 
 
 def semantickitti_pairs(root: str | Path, predictions: str | Path, sequences: Iterable[str],
@@ -111,18 +139,49 @@ def semantickitti_pairs(root: str | Path, predictions: str | Path, sequences: It
         except InputError as err:
             raise InputError(pred_path, err.problem,
                              "predictions must be raw SemanticKITTI ids: map train ids with learning_map_inv "
-                             "(harness eval writes them that way)") from None
+                             "(harness predict writes them that way)") from None
         yield scan.points, scan.labels, pred
 
 
 def evaluate_semantickitti(root: str | Path, predictions: str | Path, sequences: Iterable[str],
                            label_map: str = "semantickitti") -> dict:
     """Official-semantics evaluation of a SemanticKITTI prediction folder; returns the metrics dict."""
+    spec = dataset_spec("semantickitti")
     lm = load_label_map(label_map)
-    acc = Accumulator(lm, "semantickitti")
-    for points, gt, pred in semantickitti_pairs(root, predictions, sequences, lm):
-        acc.add(points[:, :3], gt, pred)
-    return acc.result()
+    pairs = semantickitti_pairs(root, predictions, sequences, lm)
+    return accumulate(((points[:, :3], gt, pred) for points, gt, pred in pairs), spec).result()
+
+
+def evaluate_nuscenes(dataroot: str | Path, predictions: str | Path, version: str = "v1.0-trainval",
+                      eval_set: str = "val") -> dict:
+    """nuscenes-devkit lidarseg semantics on ``PRED/lidarseg/<eval_set>/<sd_token>_lidarseg.bin``.
+
+    Predictions are uint8 coarse ids in 1..16 (the devkit asserts this: 0 is not a valid prediction).
+    """
+    from harness.data.nuscenes import NuScenesLidarSeg  # nuscenes-devkit is optional: imported on use
+
+    dataset = NuScenesLidarSeg(dataroot, version, eval_set)
+    acc = Accumulator(dataset.label_map, "nuscenes")
+    pred_dir = Path(predictions) / "lidarseg" / dataset.split
+    for i, ref in enumerate(dataset.frames):
+        scan = dataset[i]
+        if scan.labels is None:
+            raise InputError(Path(dataroot) / version / "lidarseg.json", "no lidarseg ground truth", "install nuScenes-lidarseg")
+        pred_path = pred_dir / f"{ref.sd_token}_lidarseg.bin"
+        if not pred_path.is_file():
+            raise InputError(pred_path, "prediction file missing", f"write one uint8 file per key frame into {pred_dir}")
+        pred = np.fromfile(pred_path, dtype=np.uint8)
+        if pred.shape[0] != scan.points.shape[0]:
+            raise InputError(pred_path, f"has {pred.shape[0]} predictions but the scan has {scan.points.shape[0]} points",
+                             "write one prediction per point, in the scan's order")
+        if pred.size and (pred.min() < 1 or pred.max() > 16):
+            raise InputError(pred_path, f"predictions must be coarse ids 1..16, found [{pred.min()}, {pred.max()}]",
+                             "predict one of the 16 classes for every point (0 = ignore is not a valid prediction)")
+        acc.add(scan.points[:, :3], scan.labels, pred.astype(np.int64))
+    result = acc.result()
+    result["freq_weighted_iou"] = frequency_weighted_iou(acc.counts)
+    result["eval_set"] = dataset.split
+    return result
 
 
 def format_table(result: dict) -> str:
@@ -134,5 +193,5 @@ def format_table(result: dict) -> str:
     lines.append(f"{'accuracy':<22}{100 * result['accuracy']:>8.2f}")
     for mode, block in result["per_distance"].items():
         lines.append(f"per distance ({mode}): " + ", ".join(
-            f"{b['bin']} {100 * b['miou']:.1f}" for b in block["bins"]))
+            f"{b['bin']} " + ("no data" if b["miou"] is None else f"{100 * b['miou']:.1f}") for b in block["bins"]))
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""``harness profile data``: time the per-scan preprocessing of a backbone on one scan file."""
+"""``harness timing data``: time the per-scan preprocessing of a backbone on one scan file."""
 from __future__ import annotations
 
 import time
@@ -8,7 +8,7 @@ import numpy as np
 
 from harness.data.labelmap import load_label_map
 from harness.data.semantickitti import read_label_file, read_points, split_label
-from harness.voxelize import voxelize_for_backbone
+from harness.backbones.base import voxelize_for_backbone
 
 
 def load_and_voxelize(backbone: str, scan: Path, label: Path | None, augment_rng: np.random.Generator | None):

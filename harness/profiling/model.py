@@ -1,4 +1,4 @@
-"""``harness profile model``: parameters, MACs and latency of a backbone on one real scan.
+"""``harness timing model``: parameters, MACs and latency of a backbone on one real scan.
 
 * **Parameters**: the state_dict total, and the parameters the forward pass actually uses (those
   that receive a gradient in one forward+backward on a small crop of the scan -- a structural
@@ -11,7 +11,7 @@
   and pooling are not counted (as in the supplement and spvnas' counter).
 * **Latency**: mean over ``repeat`` timed forwards (eval mode, ``no_grad``) after ``warmup`` forwards,
   CUDA-synchronised on GPU (the paper averages 100 samples). Only the network forward is timed:
-  the batch is voxelised once beforehand (``harness profile data`` times preprocessing).
+  the batch is voxelised once beforehand (``harness timing data`` times preprocessing).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from harness.backbones.base import BACKBONES, collate_scans
 from harness.data.semantickitti import read_points
 from harness.sparse.macs import count_sparse_macs
 from harness.sparse.selection import describe_backend, set_backend
-from harness.voxelize import voxelize_for_backbone
+from harness.backbones.base import voxelize_for_backbone
 
 
 def build_backbone(name: str, width: float, backend: str = "auto") -> nn.Module:
@@ -109,7 +109,7 @@ def measure_latency(model: nn.Module, batch, repeat: int, warmup: int, device: s
 
 def profile_model(backbone: str, width: float, scan: str | Path, backend: str = "auto", repeat: int = 20,
                   device: str = "cpu", warmup: int = 3, latency: bool = True) -> dict:
-    """The JSON printed by ``harness profile model``."""
+    """The JSON printed by ``harness timing model``."""
     points = read_points(scan)
     model = build_backbone(backbone, width, backend)
     used = used_parameter_names(model, backbone, points)

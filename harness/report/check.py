@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from harness.reproduce.spec import Experiment
+from harness.config.experiment import Experiment
 from harness.report.collect import RunResult, summarize
 from harness.report.reference import Reference
 

@@ -1,4 +1,5 @@
-"""Read finished runs (``metrics.json`` + ``config.yaml`` + ``env.json``) of a plan into tidy records.
+"""Read finished runs (``metrics.json`` + ``config.yaml`` + ``env.json``) into tidy records (the plan that
+lists them is :func:`harness.reproduce.collect.collect`'s business: report takes run records).
 
 Units: every IoU here is in **percent** (metrics.json stores fractions); MACs are **GMACs per scan** (the trainer
 records ``macs_per_scan`` on the first validation scan).
@@ -13,7 +14,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from harness.reproduce.plan import Plan
+from harness.runs.store import SEED_DIR
 
 
 @dataclass
@@ -81,13 +82,51 @@ def read_metrics(path: Path) -> dict[str, Any] | None:
     for name, value in (iou or {}).items():
         _pct(value, path, f"iou_per_class[{name!r}]")
     pd = metrics.get("per_distance")
-    if pd is not None and not (isinstance(pd, dict) and isinstance(pd.get("harness", {}), dict)
-                               and isinstance(pd.get("harness", {}).get("bins", []), list)
-                               and all(isinstance(b, dict) for b in pd.get("harness", {}).get("bins", []))):
-        raise InputError(path, "per_distance is not {harness: {bins: [{bin, miou}, ...]}}", fix)
-    for b in (pd or {}).get("harness", {}).get("bins", []):
+    mode = distance_mode(metrics)
+    if pd is not None and not (isinstance(pd, dict) and isinstance(pd.get(mode, {}), dict)
+                               and isinstance(pd.get(mode, {}).get("bins", []), list)
+                               and all(isinstance(b, dict) for b in pd.get(mode, {}).get("bins", []))):
+        raise InputError(path, f"per_distance is not {{{mode}: {{bins: [{{bin, miou}}, ...]}}}}", fix)
+    for b in (pd or {}).get(mode, {}).get("bins", []):
         _pct(b.get("miou"), path, f"per_distance bin {b.get('bin')!r}")
     return metrics
+
+
+def distance_mode(metrics: dict) -> str:
+    """The distance-bin mode a run's config chose (``eval.distance_bins``; runs older than the field: harness)."""
+    return str(metrics.get("distance_bins") or "harness")
+
+
+def rescore(metrics: dict, run_dir: Path) -> dict:
+    """``metrics`` with mIoU, per-class IoU and per-distance mIoU recomputed from ``confusion.npz`` under the
+    dataset's current convention (:mod:`harness.evaluate.metrics`): a change of metric convention reaches the
+    tables without retraining. Unchanged when the run has no confusion counts (or no known dataset)."""
+    from harness.data.datasets import DATASETS
+    from harness.evaluate.metrics import iou_per_class, mean_iou, scores
+
+    path = run_dir / "confusion.npz"
+    if not path.is_file() or metrics.get("dataset") not in DATASETS:
+        return metrics
+    spec = DATASETS.get(metrics["dataset"])
+    try:
+        with np.load(path) as npz:
+            overall = npz["overall"]
+            mode = distance_mode(metrics)
+            by_distance = npz[f"distance_{mode}"] if f"distance_{mode}" in npz.files else None
+    except (OSError, ValueError, KeyError):
+        return metrics  # a torn or foreign file: the recorded scores stand
+    names = spec.label_map.class_names
+    if overall.shape != (len(names), len(names)):
+        return metrics
+    out = dict(metrics)
+    out.update({k: v for k, v in scores(overall, spec.convention, names).items() if k != "convention"})
+    bins = ((metrics.get("per_distance") or {}).get(mode) or {}).get("bins") or []
+    if by_distance is not None and len(bins) == by_distance.shape[0]:
+        block = dict(out["per_distance"][mode])
+        block["bins"] = [{**b, "miou": mean_iou(iou_per_class(conf, spec.convention), spec.convention)}
+                         for b, conf in zip(bins, by_distance)]
+        out["per_distance"] = {**out["per_distance"], mode: block}
+    return out
 
 
 def macs_per_scan(metrics: dict, run_dir: Path) -> float | None:
@@ -103,7 +142,8 @@ def read_run(plan_table: str, spec, seed: int, run_dir: Path, expected_hash: str
     metrics = read_metrics(path)
     if metrics is None:
         return None
-    bins = (metrics.get("per_distance") or {}).get("harness", {}).get("bins", [])
+    metrics = rescore(metrics, run_dir)
+    bins = (metrics.get("per_distance") or {}).get(distance_mode(metrics), {}).get("bins", [])
     return RunResult(
         table=plan_table, run_id=spec.id, group=spec.group, label=spec.label, ref=spec.ref, seed=seed, run_dir=run_dir,
         metrics=metrics, current=expected_hash is None or metrics.get("config_hash") == expected_hash,
@@ -112,35 +152,11 @@ def read_run(plan_table: str, spec, seed: int, run_dir: Path, expected_hash: str
         per_distance=[(str(b.get("bin")), _pct(b.get("miou"))) for b in bins])
 
 
-def collect(plan: Plan) -> list[RunResult]:
-    """Finished runs of every (experiment, run, seed) in the plan (a shared folder appears once per experiment)."""
-    by_key = plan.by_key()
-    out = []
-    for exp in plan.experiments:
-        for spec in exp.runs:
-            for seed in plan.seeds:
-                key = plan.index.get((exp.table, spec.id, seed))
-                if key is None:
-                    continue
-                run = by_key[key]
-                result = read_run(exp.table, spec, seed, run.run_dir, run.config_hash)
-                if result is not None and not result.current:
-                    from harness.reproduce.plan import inspect_run
-
-                    result.current = inspect_run(run.run_dir, run.config_hash, run.tree)[0] == "done"
-                if result is not None:
-                    result.planned_profile = run.tree.get("profile") if run.tree else None
-                    out.append(result)
-    return out
-
-
 def all_runs(output_root: str | Path) -> list[dict]:
     """Every finished ``metrics.json`` under a run store (for the coefficient table), with its folder.
 
     Only ``seed<k>`` folders are results: ``seed<k>.replaced-<hash>`` folders (moved aside by ``--replace-stale``)
     are history and never counted."""
-    from harness.reproduce.plan import SEED_DIR
-
     out = []
     for path in sorted(Path(output_root).glob("*/*/*/seed*/metrics.json")):
         if not SEED_DIR.match(path.parent.name):
@@ -166,11 +182,19 @@ class Summary:
     all_current: bool
     profiles: set[str]
     released: bool
+    iou_std: dict[str, float | None] = field(default_factory=dict)                  # sample std over seeds
+    per_distance_std: list[tuple[str, float | None]] = field(default_factory=list)  # over the seeds with data
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return float(np.mean(vals)) if vals else None
+
+
+def _std(values: Iterable[float | None]) -> float | None:
+    """Sample std (ddof=1) of the values that exist; None with fewer than two."""
+    vals = [v for v in values if v is not None]
+    return float(np.std(vals, ddof=1)) if len(vals) > 1 else None
 
 
 def summarize(results: list[RunResult]) -> dict[tuple[str, str], Summary]:
@@ -189,5 +213,7 @@ def summarize(results: list[RunResult]) -> dict[tuple[str, str], Summary]:
             iou_mean={c: _mean(r.iou.get(c) for r in rs) for c in classes},
             per_distance_mean=[(b, _mean(dict(r.per_distance).get(b) for r in rs)) for b in bins],
             all_current=all(r.current for r in rs), profiles={r.profile for r in rs},
-            released=all(r.released_checkpoint for r in rs))
+            released=all(r.released_checkpoint for r in rs),
+            iou_std={c: _std(r.iou.get(c) for r in rs) for c in classes},
+            per_distance_std=[(b, _std(dict(r.per_distance).get(b) for r in rs)) for b in bins])
     return out

@@ -2,15 +2,18 @@
 
 One figure per (table, group): ``<table>[_<group>]_per_class.{png,pdf}`` with one bar per run (teacher, student,
 each method) for every class, and ``<table>[_<group>]_per_distance.{png,pdf}`` with one line per run over the
-harness distance bins. Demo-profile figures carry the "not comparable to the paper" banner in their title.
+harness distance bins (a bin without an evaluated point is "no data": absent from the line, never drawn at 0).
+Profiles on generated data add ``<table>[_<group>]_per_class_vs_student.{png,pdf}``: a method × class heatmap of
+Δ IoU against the plain student (:mod:`harness.report.effects`). Their figures carry the "not comparable to the
+paper" banner in their title.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from harness.reproduce.spec import Experiment
+from harness.config.experiment import Experiment
 from harness.report.collect import RunResult, summarize
-from harness.report.tables import DEMO_BANNER
+from harness.report.tables import DEMO_BANNER, banner_for
 
 
 def _pyplot():
@@ -62,10 +65,12 @@ def _save(fig, stem: Path) -> list[Path]:
     return out
 
 
-def _title(exp: Experiment, group: str, what: str, demo: bool) -> str:
+def _title(exp: Experiment, group: str, what: str, demo: "bool | str") -> str:
+    """``demo``: True (the demo banner), a banner text, or False."""
     g = exp.groups.get(group, group)
     head = f"{exp.table}{' — ' + g if g else ''}: {what}"
-    return head + (f"\n{DEMO_BANNER}" if demo else "")
+    banner = demo if isinstance(demo, str) else (DEMO_BANNER if demo else "")
+    return head + (f"\n{banner}" if banner else "")
 
 
 def per_class_figure(exp: Experiment, group: str, series: list, out_dir: Path, demo: bool,
@@ -112,10 +117,12 @@ def per_distance_figure(exp: Experiment, group: str, series: list, out_dir: Path
     for i, ((label, summ), color) in enumerate(zip(series, _colors(len(series)))):
         vals = dict(summ.per_distance_mean)
         ys = [vals.get(b) for b in bins]
+        # NaN for "no data": matplotlib leaves the point out and breaks the line there (never drawn at 0)
         ax.plot(range(len(bins)), [float("nan") if y is None else y for y in ys], marker=markers[i % len(markers)],
                 color=color, label=label, linewidth=1.6, markersize=5)
+    empty = {b for b in bins if all(dict(summ.per_distance_mean).get(b) is None for _, summ in series)}
     ax.set_xticks(range(len(bins)))
-    ax.set_xticklabels(bins, fontsize=9)
+    ax.set_xticklabels([f"{b}\n(no data)" if b in empty else b for b in bins], fontsize=9)
     ax.set_xlabel("distance from the sensor (harness bins)")
     ax.set_ylabel("mIoU (%)")
     ax.grid(alpha=0.3)
@@ -125,16 +132,61 @@ def per_distance_figure(exp: Experiment, group: str, series: list, out_dir: Path
     return _save(fig, stem)
 
 
+def per_class_delta_figure(exp: Experiment, cd, out_dir: Path, banner: "bool | str") -> list[Path]:
+    """Heatmap, distilled runs × classes, of Δ IoU against the plain student (points; diverging colours centred on 0,
+    symmetric range); each cell is annotated with its value, ``*`` where the paired test says beyond seed noise,
+    "—" where no seed is paired."""
+    import math
+
+    import numpy as np
+
+    from harness.report.effects import ALPHA
+
+    plt = _pyplot()
+    d = cd.delta
+    finite = np.abs(d[np.isfinite(d)])
+    lim = max(1.0, float(finite.max())) if finite.size else 1.0
+    fmt = "{:+.1f}" if lim < 10 else "{:+.0f}"
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.62 * len(cd.classes) + 3), 0.45 * len(cd.labels) + 2.2))
+    img = ax.imshow(np.ma.masked_invalid(d), cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+    for i in range(d.shape[0]):
+        for j in range(d.shape[1]):
+            v = d[i, j]
+            label = "—" if math.isnan(v) else fmt.format(v) + ("*" if cd.beyond[i, j] else "")
+            ax.text(j, i, label, ha="center", va="center", fontsize=7,
+                    color="white" if (not math.isnan(v) and abs(v) > 0.6 * lim) else "black")
+    ax.set_xticks(range(len(cd.classes)))
+    ax.set_xticklabels(cd.classes, rotation=40, ha="right", fontsize=8)
+    ax.set_yticks(range(len(cd.labels)))
+    ax.set_yticklabels(cd.labels, fontsize=8)
+    fig.colorbar(img, ax=ax, fraction=0.03, pad=0.01).set_label("Δ IoU vs plain student (points)")
+    ax.set_title(_title(exp, cd.group, f"Δ IoU per class vs the plain student (* paired t-test p < {ALPHA:g})", banner),
+                 fontsize=10)
+    stem = out_dir / (f"{exp.table}_{cd.group}_per_class_vs_student" if cd.group else f"{exp.table}_per_class_vs_student")
+    return _save(fig, stem)
+
+
 def write_figures(exp: Experiment, results: list[RunResult], out_dir: str | Path, demo: bool | None = None,
-                  ref=None) -> list[Path]:
+                  ref=None, profile: str | None = None) -> list[Path]:
     """All figures of one experiment; ``ref`` (a :class:`~harness.report.reference.Reference`) adds the paper's
-    per-class rows where there are some."""
+    per-class rows where there are some; ``profile`` on generated data adds the Δ-vs-student heatmaps."""
+    from harness.report.check import NOT_COMPARED_PROFILES
+
     if exp.kind == "coefficient_table":
         return []
     out = Path(out_dir)
     written: list[Path] = []
-    is_demo = demo if demo is not None else any(r.profile == "demo" for r in results)
+    generated = profile in NOT_COMPARED_PROFILES
+    is_demo: bool | str = banner_for(str(profile)) if generated else (
+        demo if demo is not None else any(r.profile == "demo" for r in results))
     for group, series in _series(exp, results).items():
         written += per_class_figure(exp, group, series, out, is_demo, _paper_bars(exp, group, ref))
         written += per_distance_figure(exp, group, series, out, is_demo) or []
+    if generated:
+        from harness.report.effects import class_deltas
+
+        for cd in class_deltas(exp, results):
+            methods = cd.methods()  # the teacher's row (its room over the student) stays in the table only
+            if methods.labels:
+                written += per_class_delta_figure(exp, methods, out, is_demo)
     return written

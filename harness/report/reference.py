@@ -8,7 +8,8 @@ CSV columns (one row per number; nothing in it is computed):
 ``value``       the number exactly as printed; ``unit``: ``%``, ``GMACs`` or ``coefficient``
 ``table``, ``row``, ``column``  where it is printed (table name, row label, column header as in the source)
 ``method``, ``backbone``, ``width``, ``dataset``, ``split``  what it measures
-``source``, ``line``  the file (relative to the repository root; ``../shared/...``) and 1-based line number
+``source``, ``line``  the publication or page (``PVKD supplementary material``, ``Codes-for-PVKD README``...) and,
+                for the PVKD texts, the 1-based line of its text copy (``$PVKD_PAPER_TEXTS``, read by the tests)
 ``confidence``  ``verified`` (primary source: the supplement, the paper's abstract page or the authors' README,
                 spec tag [V]) or ``corroborated`` (third-party copies of the paper's table, spec tag [C])
 ``note``        provenance details
@@ -81,7 +82,7 @@ class Reference:
         if item is None:
             return ""
         row = item.row
-        return f"{row['source']} ({row['table']}, line {row['line']})"
+        return f"{row['source']} ({row['table']}, row {row['row']})"
 
 
 def load_reference(directory: str | Path | None = None) -> Reference:

@@ -17,11 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from harness.reproduce.spec import Experiment
+from harness.config.experiment import Experiment
 from harness.report.collect import RunResult, Summary, all_runs, summarize
 from harness.report.reference import Reference
 
 DEMO_BANNER = "demo profile — not comparable to the paper"
+
+
+def banner_for(profile: str) -> str:
+    """The banner of a profile on generated data (:data:`harness.report.check.NOT_COMPARED_PROFILES`)."""
+    return DEMO_BANNER if profile == "demo" else f"{profile} profile — generated data, not comparable to the paper"
 DASH_MD, DASH_TEX = "—", "--"
 
 
@@ -114,7 +119,25 @@ def _demo(results: Iterable[RunResult], demo: bool | None) -> bool:
     return any(r.profile == "demo" for r in results)
 
 
-def _common_notes(ref: Reference, exp: Experiment, stale_any: bool) -> list[str]:
+def recipe_notes(results: Iterable[RunResult]) -> list[str]:
+    """Which checkpoint the rows score, and the runs whose recipe was rescaled for their GPU count (metrics.json
+    ``recipe``, :mod:`harness.engine.recipe`): their global batch and learning rate are not the original's."""
+    results = list(results)
+    notes = []
+    scored = sorted({str(r.metrics.get("scored_checkpoint")) for r in results if r.metrics.get("scored_checkpoint")})
+    if scored:
+        notes.append(f"Scored checkpoint: {' / '.join(scored)} (eval.checkpoint; best = highest val mIoU over the "
+                     "validations, as both originals keep it).")
+    scaled = [r for r in results if (r.metrics.get("recipe") or {}).get("status") == "scaled"]
+    for r in scaled:
+        rc = r.metrics["recipe"]
+        notes.append(f"Scaled recipe: {r.label} (seed {r.seed}) trained on {rc['world_size']} GPUs at global batch "
+                     f"{rc['global_batch']} (recipe {rc['recipe_global_batch']}) with lr {rc['lr']:g} (recipe "
+                     f"{rc['recipe_lr']:g}, {rc['rule']} rule, epochs kept).")
+    return notes
+
+
+def _common_notes(ref: Reference, exp: Experiment, stale_any: bool, results: Iterable[RunResult] = ()) -> list[str]:
     notes = ["Δ = Ours − Paper (mIoU points). Ours = mean over seeds, ± sample std when n ≥ 2; "
              "\"|Δ| > 2σ\" says whether the gap exceeds twice the seed std.",
              "Paper numbers: results/reference/pvkd_reported.csv (sources and confidence tags there)."]
@@ -122,6 +145,7 @@ def _common_notes(ref: Reference, exp: Experiment, stale_any: bool) -> list[str]
         notes.append("† finished with a config that differs from the current experiment file (re-run reproduce to refresh).")
     if exp.note:
         notes.append(exp.note)
+    notes += recipe_notes(results)
     return notes
 
 
@@ -169,17 +193,15 @@ def methods_table(exp: Experiment, results: list[RunResult], ref: Reference, dem
         rows.append([gcell, text(spec.label), num(paper), ours.miou(), delta(ours.d), num(paper_macs),
                      num(summ.macs_mean if summ else None, 2 if (summ and summ.macs_mean and summ.macs_mean < 10) else 1),
                      text(str(ours.n)), ours.spread()])
-    notes = _common_notes(ref, exp, stale_any)
+    notes = _common_notes(ref, exp, stale_any, results)
     notes.append("MACs: GMACs per scan. Paper: Table 1 prints MACs only for the teachers and the plain 0.5× students. "
                  "Ours: counted on the first validation scan (kernel-map pairs x C_in x C_out), so they scale with its size.")
-    if exp.table == "main":
-        for key, label in (("main.semantickitti_test.pvd", "Cylinder3D_0.5× + PVD"), ("main.semantickitti_test.teacher", "Cylinder3D")):
-            v = ref.get(key)
-            if v is not None:
-                notes.append(f"Reference only (SemanticKITTI test leaderboard, not reproduced by a val run): {label} {v.text} "
-                             f"({v.row['source']} line {v.row['line']}).")
-        notes.append("SemanticKITTI val rows of the Cylinder3D teacher and plain student were not retrieved from the main "
-                     "paper (spec §2.6); Table 3's no-distillation row (63.1) is presumably the student but is not used here.")
+    for key, label in exp.reference_only.items():
+        v = ref.get(key)
+        if v is not None:
+            notes.append(f"Reference only (not reproduced by a val run): {label} {v.text} "
+                         f"({v.row['source']}, {v.row['table']}).")
+    notes += exp.table_notes
     return TableModel(exp.table, exp.title, columns, rows, "llrrrrrrc", starts, notes, DEMO_BANNER if _demo(results, demo) else None)
 
 
@@ -202,7 +224,7 @@ def coefficients_table(exp: Experiment, results: list[RunResult], ref: Reference
             u is not None and p is not None and math.isclose(u, p) for u, p in zip(used, paper_coefs)) else "≠ paper")
         rows.append([num(v, 2) if v is not None else text("—") for v in paper_coefs]
                     + [num(paper), ours.miou(), delta(ours.d), text(str(ours.n)), ours.spread(), text(check)])
-    notes = _common_notes(ref, exp, stale_any)
+    notes = _common_notes(ref, exp, stale_any, results)
     notes.append("α_1, α_2, β_1, β_2 = coefficients of L_out.p, L_out.v, L_aff.p, L_aff.v (the paper's values); "
                  "\"coefficients used\" compares them with the coefficients recorded in our runs' metrics.json.")
     return TableModel(exp.table, exp.title, columns, rows, "rrrrrrrrcl", [0], notes, DEMO_BANNER if _demo(results, demo) else None)
@@ -235,7 +257,7 @@ def components_table(exp: Experiment, results: list[RunResult], ref: Reference, 
             active = {t for t, v in coefs.items() if float(v) != 0.0}
         rows.append([Cell("✓", r"$\surd$") if t in active else text("") for t, _ in terms]
                     + [num(paper), ours.miou(), delta(ours.d), text(str(ours.n)), ours.spread()])
-    notes = _common_notes(ref, exp, stale_any)
+    notes = _common_notes(ref, exp, stale_any, results)
     notes.append("A ✓ term keeps its Table 4 (Cylinder3D) coefficient; the others are set to 0.")
     return TableModel(exp.table, exp.title, columns, rows, "ccccrrrrc", [0], notes, DEMO_BANNER if _demo(results, demo) else None)
 
@@ -244,7 +266,8 @@ def coefficient_table(exp: Experiment, ref: Reference, output_root: str | Path, 
     """Table 4 from the coefficients our runs used, diffed against the paper."""
     import yaml
 
-    from harness.distill.base import BACKBONE_FAMILY, COEFFICIENT_FILE
+    from harness.backbones.base import backbone_family
+    from harness.distill.base import COEFFICIENT_FILE
 
     code = yaml.safe_load(COEFFICIENT_FILE.read_text())["coefficients"]
     runs = [m for m in all_runs(output_root) if m.get("method")]
@@ -263,7 +286,7 @@ def coefficient_table(exp: Experiment, ref: Reference, output_root: str | Path, 
         for r in [x for x in paper_rows if x["backbone"] == bb]:
             method, term = r["method"], r["metric"].split(".", 1)[1]
             paper = float(r["value"])
-            family = BACKBONE_FAMILY.get(bb, bb)
+            family = backbone_family(bb)
             code_v = code.get(method, {}).get(family, {}).get(term)
             used = sorted({float(m["coefficients"][term]) for m in runs
                            if m.get("backbone") == bb and m.get("method") == method and term in (m.get("coefficients") or {})
@@ -312,27 +335,34 @@ def per_class_tables(exp: Experiment, results: list[RunResult], ref: Reference, 
             def ours(c, summ=summ):
                 return summ.iou_mean.get(c) if summ else None
 
+            def ours_cell(c, summ=summ):  # mean ± sample std over seeds
+                if summ is None:
+                    return num(None)
+                vals = [v for v in [summ.iou_mean.get(c)] if v is not None]
+                return mean_std(vals[0] if vals else None, summ.iou_std.get(c), summ.n)
+
             if paper_iou:
                 def paper(c, p=paper_iou):
                     return p[f"iou.{c}"].value if f"iou.{c}" in p else None
 
                 columns += [text(f"{spec.label} (paper)"), text(f"{spec.label} (ours)"), text("Δ")]
-                getters += [("num", paper), ("num", ours), ("delta", lambda c, o=ours, p=paper: diff(o(c), p(c)))]
+                getters += [("num", paper), ("cell", ours_cell), ("delta", lambda c, o=ours, p=paper: diff(o(c), p(c)))]
             else:
                 columns.append(text(spec.label))
-                getters.append(("num", ours))
+                getters.append(("cell", ours_cell))
         if not getters:
             continue
         highlight = set(exp.highlight_classes)
-        rows = [[bold(c) if c in highlight else text(c)] + [delta(get(c)) if kind == "delta" else num(get(c)) for kind, get in getters]
+        render = {"delta": delta, "num": num, "cell": lambda cell: cell}
+        rows = [[bold(c) if c in highlight else text(c)] + [render[kind](get(c)) for kind, get in getters]
                 for c in classes]
-        notes = ["IoU per class in %, mean over seeds (SemanticKITTI convention: a class absent from the evaluated "
-                 "scans scores 0; nuScenes: no IoU, shown as —)."]
+        notes = ["IoU per class in %, mean over seeds, ± sample std with ≥ 2 seeds (SemanticKITTI convention: a class "
+                 "absent from the evaluated scans scores 0; nuScenes: no IoU, shown as —)."]
         if highlight:
             notes.append(f"Bold: {', '.join(c for c in classes if c in highlight)} (highlighted by the experiment).")
         if any(kind == "delta" for kind, _ in getters):
             notes.append("Paper per-class rows: nuScenes val, confidence \"corroborated\" (third-party copies of PVKD's "
-                         "table, spec §2.3). Δ = Ours − Paper.")
+                         "table). Δ = Ours − Paper.")
         gname = exp.groups.get(group, group)
         out.append(TableModel(f"{exp.table}_{group}_per_class" if group else f"{exp.table}_per_class",
                               f"{exp.title} — {gname + ': ' if gname else ''}IoU per class", columns, rows,
@@ -340,12 +370,60 @@ def per_class_tables(exp: Experiment, results: list[RunResult], ref: Reference, 
     return out
 
 
+def per_distance_tables(exp: Experiment, results: list[RunResult], demo: bool | None = None) -> list[TableModel]:
+    """Distance bins as rows, one column per run (mIoU %, mean over the seeds that have points in the bin); a bin
+    without an evaluated point is "no data" (—), never 0."""
+    s = summarize([r for r in results if r.table == exp.table])
+    groups: list[str] = []
+    for spec in exp.runs:
+        if spec.group not in groups:
+            groups.append(spec.group)
+    out = []
+    for group in groups:
+        series = [(spec.label, s[(exp.table, spec.id)]) for spec in exp.runs
+                  if spec.group == group and (exp.table, spec.id) in s]
+        bins: list[str] = []
+        for _, summ in series:
+            bins += [b for b, _ in summ.per_distance_mean if b not in bins]
+        if not bins:
+            continue
+        columns = [text("Distance")] + [text(label) for label, _ in series]
+        rows = [[text(b)] + [mean_std(dict(summ.per_distance_mean).get(b), dict(summ.per_distance_std).get(b),
+                                      summ.n) for _, summ in series] for b in bins]
+        gname = exp.groups.get(group, group)
+        notes = ["mIoU in % per distance bin (harness bins, 3-D range from the sensor), mean over the seeds with data "
+                 "in the bin, ± sample std with ≥ 2 of them. — = no data: no evaluated point in that bin (never 0)."]
+        out.append(TableModel(f"{exp.table}_{group}_per_distance" if group else f"{exp.table}_per_distance",
+                              f"{exp.title} — {gname + ': ' if gname else ''}mIoU per distance", columns, rows,
+                              "l" + "r" * len(series), [0], notes, DEMO_BANNER if _demo(results, demo) else None))
+    return out
+
+
 def build_tables(exp: Experiment, results: list[RunResult], ref: Reference, output_root: str | Path,
-                 demo: bool | None = None) -> list[TableModel]:
+                 demo: bool | None = None, profile: str | None = None) -> list[TableModel]:
+    """Every table of one experiment. ``profile``: the plan's profile; for a profile on generated data
+    (never compared with the paper) every table carries its banner and the effects tables against the plain
+    student are added (:mod:`harness.report.effects`)."""
+    from harness.report.check import NOT_COMPARED_PROFILES
+
+    generated = profile in NOT_COMPARED_PROFILES
+    if generated:
+        demo = True
     if exp.kind == "coefficient_table":
-        return [coefficient_table(exp, ref, output_root, demo)]
-    main = {"methods": methods_table, "coefficients": coefficients_table, "components": components_table}[exp.kind]
-    return [main(exp, results, ref, demo)] + per_class_tables(exp, results, ref, demo)
+        models = [coefficient_table(exp, ref, output_root, demo)]
+    else:
+        main = {"methods": methods_table, "coefficients": coefficients_table, "components": components_table}[exp.kind]
+        models = [main(exp, results, ref, demo)] + per_class_tables(exp, results, ref, demo)
+        models += per_distance_tables(exp, results, demo)
+        if generated:
+            from harness.report.effects import per_class_vs_student_tables, vs_student_table
+
+            models += [t for t in [vs_student_table(exp, results)] if t is not None]
+            models += per_class_vs_student_tables(exp, results)
+    if generated:
+        for t in models:
+            t.banner = banner_for(str(profile))
+    return models
 
 
 # ---------------------------------------------------------------------------------------------- renderers
@@ -354,16 +432,20 @@ def _escape_md(s: str) -> str:
 
 
 def to_markdown(t: TableModel) -> str:
+    import pandas as pd
+
     lines = [f"## {t.title}", ""]
-    if t.banner:
+    if t.banner == DEMO_BANNER:
         lines += [f"> **{t.banner}.** Generated data and minute-long schedules: these numbers only show that the "
                   "pipeline runs end to end.", ""]
-    header = [_escape_md(c.md) for c in t.columns]
-    aligns = [":---" if a in "l" else (":---:" if a == "c" else "---:") for a in t.align]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join(aligns) + "|")
-    for row in t.rows:
-        lines.append("| " + " | ".join(_escape_md(c.md) for c in row) + " |")
+    elif t.banner:
+        lines += [f"> **{t.banner}.** These numbers measure what each method does at CPU scale on the harness's "
+                  "generated scans; they are never the paper's.", ""]
+    frame = pd.DataFrame([[_escape_md(c.md) for c in row] for row in t.rows],
+                         columns=[_escape_md(c.md) for c in t.columns])
+    aligns = ["left" if a == "l" else ("center" if a == "c" else "right") for a in t.align]
+    # tabulate's "pipe" format; every cell is already text (numbers formatted by the table model)
+    lines.append(frame.to_markdown(index=False, tablefmt="pipe", colalign=aligns, disable_numparse=True))
     lines.append("")
     lines += [f"- {n}" for n in t.notes]
     return "\n".join(lines) + "\n"
@@ -381,7 +463,7 @@ def to_latex(t: TableModel) -> str:
     first_data = lines.index(r"\midrule") + 1
     for offset, start in enumerate(sorted(set(t.group_starts) - {0})):
         lines.insert(first_data + start + offset, r"\midrule")
-    head = [f"% {DEMO_BANNER}" if t.banner else "% PVKD reproduction: paper vs ours",
+    head = [f"% {tex_escape(t.banner)}" if t.banner else "% PVKD reproduction: paper vs ours",
             "% generated by `harness tables`; needs only \\usepackage{booktabs}"]
     head += [f"% {tex_escape(n)}" for n in t.notes]
     return "\n".join(head + lines) + "\n"

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness.errors import InputError
-from harness.reproduce.spec import Experiment, Profile, RunSpec, override_args
+from harness.config.experiment import Experiment, Profile, RunSpec, override_args
+from harness.runs.store import SEED_DIR
 
 STATUSES = ("done", "resume", "restart", "new", "stale")
-SEED_DIR = re.compile(r"^seed(\d+)$")
 
 
 @dataclass
@@ -339,16 +339,30 @@ def _load(load_config, spec: RunSpec, args: list[str], exp: Experiment):
 
 
 # ---------------------------------------------------------------------------------------------- printing
-def format_plan(plan: Plan, header: str = "") -> str:
+def run_recipe(run: PlannedRun, gpus: int):
+    """The run's batch and learning rate on ``gpus`` processes (:func:`harness.engine.recipe.resolve_recipe`)."""
+    from harness.config.load import config_from_dict
+    from harness.engine.recipe import resolve_recipe
+
+    return resolve_recipe(config_from_dict(run.tree), gpus)
+
+
+def format_plan(plan: Plan, header: str = "", gpus: int = 1) -> str:
+    """The plan table; per run also the GPUs, per-GPU batch, global batch, learning rate and whether that is the
+    recipe as written ("original"), rescaled for this GPU count ("scaled") or a per-process batch ("per-process")."""
     lines = [header] if header else []
     width = max([len(r.display) for r in plan.runs] + [10])
-    lines.append(f"  {'#':>3}  {'run':<{width}}  {'seed':>4}  {'status':<8} {'config':<16}  folder")
+    lines.append(f"  {'#':>3}  {'run':<{width}}  {'seed':>4}  {'status':<8} {'config':<16}  {'gpus':>4} {'per-GPU':>7} "
+                 f"{'global':>6} {'lr':>9}  {'recipe':<11}  folder")
     by_key = plan.by_key()
     for i, r in enumerate(plan.runs, 1):
         extra = f"  [teacher: {by_key[r.teacher].display}]" if r.teacher in by_key else ""
         shared = f"  [also in {', '.join(r.also_in)}]" if r.also_in else ""
         detail = f"  ({r.detail})" if r.detail and r.detail != "finished" else ""
-        lines.append(f"  {i:>3}  {r.display:<{width}}  {r.seed:>4}  {r.status:<8} {r.config_hash:<16}  {r.run_dir}{extra}{shared}{detail}")
+        rc = run_recipe(r, gpus)
+        lines.append(f"  {i:>3}  {r.display:<{width}}  {r.seed:>4}  {r.status:<8} {r.config_hash:<16}  {rc.world_size:>4} "
+                     f"{rc.per_process_batch:>7} {rc.global_batch:>6} {rc.lr:>9.3g}  {rc.status:<11}  "
+                     f"{r.run_dir}{extra}{shared}{detail}")
     c = plan.counts()
     todo = c["new"] + c["resume"] + c["restart"]
     lines.append(f"  {len(plan.runs)} runs: {c['done']} done (skipped), {todo} to train ({c['new']} new, {c['resume']} to resume, "

@@ -6,7 +6,7 @@
     ``train_log.jsonl``   one JSON object per logged step: every loss term by name
     ``confusion.npz``     overall and per-distance-bin confusion counts of the final evaluation
     ``metrics.json``      schema-versioned results (mIoU, per-class IoU, per-distance mIoU, MACs, params, ...)
-    ``checkpoints/``      ``last.pt`` (+ ``teacher`` weights for students); git-ignored
+    ``checkpoints/``      ``last.pt`` (resume state) and ``best.pt`` (best validation weights); git-ignored
 
 Writes are atomic (:mod:`harness.io`). A finished run (``metrics.json`` present) is never overwritten
 silently: re-running it with the same config hash is a no-op, with another config an error.
@@ -14,7 +14,9 @@ silently: re-running it with the same config hash is a no-op, with another confi
 from __future__ import annotations
 
 import json
+import os
 import platform
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -28,7 +30,25 @@ from harness.config.schema import RunConfig
 from harness.errors import InputError
 from harness.io import atomic_path, write_json_atomic, write_text_atomic
 
+# Descriptors of the run locks this process holds. A forked child (a DataLoader worker) inherits them, and an
+# flock lives until every descriptor of it is closed: after a kill -9 of the trainer its orphaned workers would
+# keep the run locked until they notice. Children close their copies at once (this never unlocks the parent).
+_HELD_LOCK_FDS: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    for fd in list(_HELD_LOCK_FDS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCK_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
+
 METRICS_SCHEMA_VERSION = 1
+SEED_DIR = re.compile(r"^seed(\d+)$")  # a result folder; ``seed<k>.replaced-<hash>`` is history
 
 
 def run_dir_for(cfg: RunConfig) -> Path:
@@ -43,6 +63,11 @@ class RunStore:
     @property
     def checkpoint_path(self) -> Path:
         return self.path / "checkpoints" / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        """Weights of the best validation so far (train.eval_every), beside last.pt."""
+        return self.path / "checkpoints" / "best.pt"
 
     @property
     def metrics_path(self) -> Path:
@@ -65,7 +90,7 @@ class RunStore:
         # inside checkpoints/ (git-ignored); flock is released by the kernel when the process dies, even on kill -9
         return self.path / "checkpoints" / ".train.lock"
 
-    def prepare(self, cfg: RunConfig, resume: bool, world_size: int, device: str) -> None:
+    def prepare(self, cfg: RunConfig, resume: bool, world_size: int, device: str, recipe: dict | None = None) -> None:
         """Lock the run, create the folder and write config/env; refuse to clobber a finished or foreign run.
 
         A folder this call created is removed again when it refuses (nothing is left behind)."""
@@ -73,7 +98,7 @@ class RunStore:
         created = not self.path.exists()
         self._lock()  # a refusal here removes nothing: the folder belongs to the process holding the lock
         try:
-            self._prepare(cfg, resume, world_size, device)
+            self._prepare(cfg, resume, world_size, device, recipe)
         except BaseException:
             self.release()
             if created:
@@ -99,14 +124,16 @@ class RunStore:
             raise InputError(self.path, "another harness train is running on this run",
                              "wait for it to finish (or stop it), then --resume") from None
         self._lock_handle = handle
+        _HELD_LOCK_FDS.add(handle.fileno())
 
     def release(self) -> None:
         handle = getattr(self, "_lock_handle", None)
         if handle is not None:
+            _HELD_LOCK_FDS.discard(handle.fileno())
             handle.close()  # closing the descriptor drops the flock
             self._lock_handle = None
 
-    def _prepare(self, cfg: RunConfig, resume: bool, world_size: int, device: str) -> None:
+    def _prepare(self, cfg: RunConfig, resume: bool, world_size: int, device: str, recipe: dict | None = None) -> None:
         digest = config_hash(cfg)
         self._refuse_finished()
         cfg_file = self.path / "config.yaml"
@@ -123,7 +150,10 @@ class RunStore:
                                  "resume with the run's own config, or start a new run name")
         self.clean_orphans()
         write_text_atomic(cfg_file, f"# config_hash: {digest}\n" + dump_config(cfg))
-        write_json_atomic(self.path / "env.json", environment(world_size, device, cfg.model.sparse_backend))
+        env = environment(world_size, device, cfg.model.sparse_backend)
+        if recipe is not None:  # batch and lr on this world size, "original" or "scaled" (harness/engine/recipe.py)
+            env["recipe"] = recipe
+        write_json_atomic(self.path / "env.json", env)
 
     def clean_orphans(self) -> list[Path]:
         """Remove temp files of atomic writes a killed process left (``.last.pt.*.tmp`` can be as large as a
@@ -143,9 +173,10 @@ class RunStore:
         with open(self.path / "train_log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def truncate_log(self, after_step: int) -> None:
+    def truncate_log(self, after_step: int, validated_at_step: bool = True) -> None:
         """On resume, drop log lines past the checkpoint's step (they were written by the killed process);
-        ``after_step=0`` on a fresh start. A torn last line (killed or disk full mid-write) is dropped with a note;
+        ``after_step=0`` on a fresh start. ``validated_at_step`` False: the checkpoint was written before the
+        validation of its step, so a ``val_miou`` line at that step is dropped too (the resumed run writes it). A torn last line (killed or disk full mid-write) is dropped with a note;
         a broken line elsewhere is an error naming the file."""
         log = self.path / "train_log.jsonl"
         if not log.is_file():
@@ -163,7 +194,8 @@ class RunStore:
                           "write", file=sys.stderr)
                     continue
                 raise InputError(log, f"line {i + 1} is not JSON", "delete the run folder and retrain") from None
-            if record.get("step", 0) <= after_step:
+            step = record.get("step", 0)
+            if step < after_step or (step == after_step and (validated_at_step or "val_miou" not in record)):
                 kept.append(raw.decode() + "\n")
         write_text_atomic(log, "".join(kept))
 

@@ -3,27 +3,29 @@ from __future__ import annotations
 
 import numpy as np
 
+from harness.data.datasets import dataset_spec
 from harness.voxelize.augment import cylinder3d_augment, spvnas_augment
 from harness.voxelize.cubic import SPVNAS_MAX_TRAIN_VOXELS, cubic_voxelize
 from harness.voxelize.cylindrical import CylindricalGrid, cylindrical_voxelize
 from harness.voxelize.sparse_grid import VoxelizedScan
 
-BACKBONE_GRIDS = {"cylinder3d": "cylindrical", "minkunet": "cubic", "spvcnn": "cubic"}
+GRIDS = ("cylindrical", "cubic")
 
 
-def voxelize_for_backbone(backbone: str, points: np.ndarray, labels: np.ndarray | None = None,
-                          augment_rng: np.random.Generator | None = None, dataset: str = "semantickitti") -> VoxelizedScan:
-    """The original recipe's preprocessing for ``backbone``; augmentation only when ``augment_rng`` is given.
+def voxelize_for_grid(grid: str, points: np.ndarray, labels: np.ndarray | None = None,
+                      augment_rng: np.random.Generator | None = None, dataset: str = "semantickitti") -> VoxelizedScan:
+    """The original recipes' preprocessing for a grid kind (a backbone's ``grid``, e.g.
+    :func:`harness.backbones.base.voxelize_for_backbone`); augmentation only when ``augment_rng`` is given.
 
-    cylinder3d: Cylinder3D augmentations + cylindrical grid (nuScenes z range for ``dataset='nuscenes'``).
-    minkunet / spvcnn: spvnas augmentations + 0.05 m cubic grid, at most 80k voxels in training.
+    cylindrical (Cylinder3D): Cylinder3D augmentations + the dataset's cylindrical grid (``DatasetSpec.cylindrical_grid``).
+    cubic (MinkUNet, SPVCNN): spvnas augmentations + 0.05 m cubic grid, at most 80k voxels in training.
     """
-    if backbone not in BACKBONE_GRIDS:
-        raise KeyError(f"unknown backbone {backbone!r}; known: {sorted(BACKBONE_GRIDS)}")
-    if BACKBONE_GRIDS[backbone] == "cylindrical":
+    if grid not in GRIDS:
+        raise KeyError(f"unknown grid {grid!r}; known: {list(GRIDS)}")
+    if grid == "cylindrical":
         if augment_rng is not None:
             points = cylinder3d_augment(points, augment_rng)
-        grid = CylindricalGrid.nuscenes() if dataset == "nuscenes" else CylindricalGrid.semantickitti()
+        grid = getattr(CylindricalGrid, dataset_spec(dataset).cylindrical_grid)()
         return cylindrical_voxelize(points, labels, grid)
     if augment_rng is not None:
         points = spvnas_augment(points, augment_rng)
@@ -31,5 +33,4 @@ def voxelize_for_backbone(backbone: str, points: np.ndarray, labels: np.ndarray 
     return cubic_voxelize(points, labels)
 
 
-__all__ = ["BACKBONE_GRIDS", "CylindricalGrid", "VoxelizedScan", "cubic_voxelize", "cylindrical_voxelize",
-           "voxelize_for_backbone"]
+__all__ = ["GRIDS", "CylindricalGrid", "VoxelizedScan", "cubic_voxelize", "cylindrical_voxelize", "voxelize_for_grid"]

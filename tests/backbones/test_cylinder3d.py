@@ -1,7 +1,7 @@
 """Cylinder3D backbone and its official-checkpoint converters.
 
 Expected values are computed here independently of the model code: parameter counts from the
-design reference (``../shared/specs/backbones-backends.md`` §1.1.6) and from layer shapes by
+the released checkpoints and from layer shapes by
 hand; the official key list and spconv-1 weight shapes are restated from xinge008/Cylinder3D
 ``network/cylinder_fea_generator.py`` and ``network/segmentator_3d_asymm_spconv.py``.
 
@@ -158,7 +158,7 @@ def test_registry_entry_resolves():
 @pytest.mark.parametrize(
     "kwargs, official, dead",
     [
-        (dict(width=1.0), 55_853_366, 6_266_880),  # teacher c32 F16 out256 (spec §1.1.6)
+        (dict(width=1.0), 55_853_366, 6_266_880),  # teacher c32 F16 out256 (the released checkpoint)
         (dict(width=0.5), 14_071_542, 1_566_720),  # PVKD student c16 F16 out256
         (dict(width=1.0, num_input_features=32), 55_866_694, 6_266_880),  # PVKD semantickitti.yaml teacher
         (dict(width=0.5, out_fea_dim=128, num_classes=17), 14_031_411, 1_566_720),  # nuScenes student
@@ -203,7 +203,7 @@ def test_widths_and_mode_are_recorded():
 
 
 def test_legacy_kernel_map_geometry_follows_first_user_of_each_key():
-    """Spec §1.1.4 table: the geometry each layer runs with under spconv 1.2.1 key sharing."""
+    """The geometry each layer runs with under spconv 1.2.1 key sharing."""
     with torch.device("meta"):
         seg = Cylinder3D(width=0.5).cylinder_3d_spconv_seg
         nominal = Cylinder3D(width=0.5, legacy_spconv1_keys=False).cylinder_3d_spconv_seg

@@ -283,7 +283,7 @@ def synthetic_batch(num_voxels: int, box: int, batch_size: int = 2, seed: int = 
 
 def real_crop(kitti_root, radius: float):
     from harness.data.semantickitti import read_points
-    from harness.voxelize import voxelize_for_backbone
+    from harness.backbones.base import voxelize_for_backbone
 
     points = read_points(kitti_root / "sequences" / "00" / "velodyne" / "000000.bin")
     near = points[np.linalg.norm(points[:, :3], axis=1) < radius]
@@ -315,14 +315,14 @@ def test_parameter_counts(cls, width, total, used):
     model = cls(width)
     assert sum(p.numel() for p in model.parameters()) == total
     assert model.forward_parameter_count() == used
-    assert _learnable(spvnas_shapes(width)) == total  # the transcription agrees with the spec's count
+    assert _learnable(spvnas_shapes(width)) == total  # the transcription agrees with the official count
     assert BACKBONES.get("minkunet" if cls is MinkUNet else "spvcnn") is cls
 
 
 @pytest.mark.parametrize("width", [1.0, 0.5])
 def test_official_state_dict_loads_strict(width):
     shapes = spvnas_shapes(width)
-    if width == 1.0:  # examples quoted in the spec (backbones-backends §1.2.3)
+    if width == 1.0:  # examples from mit-han-lab/spvnas (torchsparse layer shapes)
         assert shapes["stem.0.kernel"] == (27, 4, 32)
         assert shapes["stage1.0.net.0.kernel"] == (8, 32, 32)
         assert shapes["up1.0.net.0.kernel"] == (8, 256, 256)

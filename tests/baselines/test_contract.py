@@ -12,7 +12,7 @@ from baselines.skd import SKD
 from harness.distill.base import DISTILLERS, paper_coefficients
 from tests.baselines import context, line_grids, taps, voxel_batch
 
-# PVKD supplement Table 4 (../shared/papers/pvkd-supplement.txt), transcribed by hand
+# PVKD supplementary material, Table 4, transcribed by hand
 TABLE_4 = {
     "cylinder3d": {"kd": {"kd": 0.2}, "ifv": {"ifv": 0.2}, "skd": {"pixel": 0.15, "pair": 0.2},
                    "cd": {"feature": 0.1, "score": 0.3}, "ka": {"adaptation": 0.2, "affinity": 0.15}},
@@ -55,8 +55,8 @@ def test_taps_follow_the_level(level):
     assert IFV(context(), level=level).student_taps == (f"{level}_features",)
     assert set(SKD(context(), level=level).student_taps) == {f"{level}_features", f"{level}_logits"}
     assert KA(context(), level=level, kernel_size=1).teacher_taps == (f"{level}_features",)
-    for cls in CLASSES.values():  # the trainer probes channel widths from the class attributes
-        assert {f"{level}_features", f"{level}_logits"} <= set(cls.student_taps) == set(cls.teacher_taps)
+    for cls in CLASSES.values():  # taps are per instance: the class lists none (the trainer probes every backbone tap)
+        assert cls.student_taps == cls.teacher_taps == ()
 
 
 @pytest.mark.parametrize("method", sorted(CLASSES))

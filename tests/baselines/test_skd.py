@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from baselines.kd import KD
-from baselines.nodes import DEFAULT_CELL_SIZE, build_nodes, default_cell_size, gather_sites
+from baselines.nodes import build_nodes, default_cell_size, gather_sites
+from harness.backbones.base import BACKBONES
 from baselines.skd import SKD, pairwise_loss
 from tests.baselines import context, leaf, line_grids, taps, voxel_batch
 
@@ -116,6 +117,6 @@ def test_sampling_keeps_the_same_nodes_for_both_networks_and_all_cells_when_few(
 
 
 def test_default_cells_per_backbone():
-    assert default_cell_size("cylinder3d") == DEFAULT_CELL_SIZE["Cylinder3D"] == (4, 4, 2)
+    assert default_cell_size("cylinder3d") == BACKBONES.get("cylinder3d").node_cell == (4, 4, 2)
     assert default_cell_size("minkunet") == default_cell_size("spvcnn") == (8, 8, 8)
     assert SKD(context("cylinder3d")).cell_size == (4, 4, 2)

@@ -34,7 +34,7 @@ from harness.data.semantickitti import read_label_file, read_points, split_label
 from harness.distill.base import DistillContext
 from harness.distill.pvd import PVD
 from harness.distill.recorder import TapValue
-from harness.voxelize import voxelize_for_backbone
+from harness.backbones.base import voxelize_for_backbone
 from tests.benchmarks.conftest import GATE, speed_gate
 
 #: absolute bound for PVD's forward + backward [ms]: a regression guard that stands without the

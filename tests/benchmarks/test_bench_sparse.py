@@ -96,3 +96,13 @@ def interleaved_ratio(unet_case, rounds: int = 5) -> float:
             if i:  # round 0 warms both up
                 times[backend].append(time.perf_counter() - t0)
     return statistics.median(times["torchref"]) / statistics.median(times["spconv"])
+
+
+def test_minkowski_unet_block_forward_backward(benchmark, unet_case) -> None:
+    """MinkowskiEngine 0.5.4 (CPU build, OpenBLAS) on the same input: the figure is recorded, never asserted."""
+    from tests.minkowski_support import require_minkowski
+
+    require_minkowski()
+    _run(benchmark, unet_case, "minkowski")
+    if not benchmark.disabled and "torchref" in MEDIANS:
+        benchmark.extra_info["minkowski_over_torchref_sessions"] = round(MEDIANS["minkowski"] / MEDIANS["torchref"], 3)

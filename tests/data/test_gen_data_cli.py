@@ -62,7 +62,7 @@ def test_reproduce_data_step_removes_a_killed_runs_partial_folder(tmp_path):
 
     from harness.reproduce.execute import generate_data
     from harness.reproduce.plan import generated_root
-    from harness.reproduce.spec import Profile
+    from harness.config.experiment import Profile
 
     gen_settings = {"format": "semantickitti", "scans": 1, "sequences": [8], "seed": 0, "points_scale": 0.01}
     profile = Profile(name="demo", output_root=str(tmp_path / "runs"), tables_dir="t", figures_dir="f", logs_dir="l",

@@ -1,7 +1,7 @@
 """Synthetic nuScenes-lidarseg generator: the official devkit loads and evaluates it; scans look real.
 
-Reference values from the real v1.0-mini LIDAR_TOP key frame in ../shared/data/real/nuscenes
-(datasets-eval spec §2.2, §2.8): 34,688 = 32 rings x 1,084 points in firing order, ring 0 at
+Reference values from the real v1.0-mini LIDAR_TOP key frame in $PVKD_REAL_DATA/nuscenes:
+34,688 = 32 rings x 1,084 points in firing order, ring 0 at
 -30.6 deg and ring 31 at +10.7 deg, intensity integers 0-255 (median 12), ~23 % of points within
 1 m of the sensor (no-returns / own vehicle, labelled 31 in the real lidarseg sample), max range 103 m.
 """

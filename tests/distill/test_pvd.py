@@ -24,7 +24,7 @@ from harness.voxelize.cubic import cubic_voxelize
 from harness.voxelize.cylindrical import CylindricalGrid, cylindrical_voxelize
 
 GOLDEN = Path(__file__).parent / "golden" / "pvd.json"
-SUPPLEMENT = Path(__file__).resolve().parents[3] / "shared" / "papers" / "pvkd-supplement.txt"
+SUPPLEMENT = Path(os.environ.get("PVKD_PAPER_TEXTS") or "/nonexistent: set PVKD_PAPER_TEXTS") / "pvkd-supplement.txt"
 KITTI = load_label_map("semantickitti")
 FREQ = torch.tensor(KITTI.content, dtype=torch.float32)
 MOTORCYCLIST, VEGETATION, ROAD, CAR = (KITTI.class_names.index(n)
@@ -156,7 +156,7 @@ def test_each_term_moves_only_its_own_student_tap():
         assert [k for k, v in s.items() if v.feats.grad is not None] == [tap]
 
 
-def test_out_point_is_the_hand_computed_mean_kl_over_classes():
+def test_out_point_is_the_hand_computed_kl_summed_over_classes():
     rng = np.random.default_rng(3)
     batch = batch_of([scan_from(rng, [(0, 0, 0, 2, VEGETATION)])])
     student = make_taps(batch, 0, classes=2)
@@ -164,10 +164,10 @@ def test_out_point_is_the_hand_computed_mean_kl_over_classes():
     student["point_logits"] = TapValue(torch.tensor([[math.log(3.0), 0.0], [0.0, 0.0]]))
     teacher["point_logits"] = TapValue(torch.tensor([[0.0, 0.0], [math.log(4.0), 0.0]]))
     kl = [0.5 * math.log(4 / 3), 0.8 * math.log(1.6) + 0.2 * math.log(0.4)]
-    d = PVD(DistillContext("cylinder3d", 2), components=["out_point"])
-    assert d(student, teacher, batch)["out_point"].item() == pytest.approx(sum(kl) / 2 / 2, rel=1e-6)  # 1/(N C)
-    d = PVD(DistillContext("cylinder3d", 2), components=["out_point"], kl_class_reduction="sum")
+    d = PVD(DistillContext("cylinder3d", 2), components=["out_point"])  # the harness's KL convention: 1/N
     assert d(student, teacher, batch)["out_point"].item() == pytest.approx(sum(kl) / 2, rel=1e-6)
+    d = PVD(DistillContext("cylinder3d", 2), components=["out_point"], kl_class_reduction="mean")
+    assert d(student, teacher, batch)["out_point"].item() == pytest.approx(sum(kl) / 2 / 2, rel=1e-6)  # 1/(N C)
 
 
 def test_aff_point_is_the_hand_computed_three_point_affinity():
@@ -313,7 +313,7 @@ def test_minority_score_readings():
     assert minority_score(labels, sv, 4, rarity, "rarest").tolist() == pytest.approx([0.2, 0.6, 1.0, 1.0])
     assert minority_score(labels, sv, 4, rarity, "mean").tolist() == pytest.approx([0.6, 0.6, 1.0, 1.0])
     assert f_class(torch.tensor([0.0, 1.0]), 4.0, -2.0).tolist() == pytest.approx([5.0, 4 * math.exp(-2) + 1])
-    assert class_rarity(torch.full((17,), 1 / 17)).tolist() == [1.0] * 17  # nuScenes' uniform placeholder
+    assert class_rarity(torch.full((17,), 1 / 17)).tolist() == [1.0] * 17  # a uniform placeholder
 
 
 def test_distance_and_random_strategies():
@@ -385,8 +385,16 @@ def test_components_and_coefficient_rows():
     with pytest.raises(ValueError, match="class frequencies"):
         PVD(DistillContext("cylinder3d", 20))
     PVD(DistillContext("cylinder3d", 20), sampling="random")  # no labels needed
-    with pytest.warns(UserWarning, match="uniform"):
-        PVD(DistillContext("cylinder3d", 17, class_frequency=torch.tensor(load_label_map("nuscenes").content)))
+    # uniform frequencies (a placeholder) are an error, never a silent distance-only sampling
+    with pytest.raises(ValueError, match="uniform"):
+        PVD(DistillContext("cylinder3d", 17, class_frequency=torch.full((17,), 1 / 16)))
+    with pytest.raises(ValueError, match="ships no class frequencies"):  # nuScenes' yaml has no content
+        PVD(DistillContext("cylinder3d", 17, dataset="nuscenes"), class_frequency="labelmap")
+    PVD(DistillContext("cylinder3d", 17, class_frequency=torch.full((17,), 1 / 16)), sampling="distance_only")
+    with pytest.raises(ValueError, match="17 entries"):
+        PVD(DistillContext("cylinder3d", 20, class_frequency=torch.full((17,), 1 / 16)))
+    kitti = PVD(DistillContext("cylinder3d", 20), class_frequency="labelmap")
+    assert kitti.class_frequency == pytest.approx(KITTI.content.tolist())
 
 
 def test_tables_match_the_supplement_text():

@@ -14,7 +14,8 @@ def tiny_kitti(tmp_path_factory):
 def overrides(root, out, name, **extra):
     base = {
         "data.root": str(root), "data.train_sequences": "[0]", "data.val_sequences": "[8]", "data.max_points": "1200",
-        "data.max_scans": "2", "train.epochs": "1", "train.batch_size": "1", "output_root": str(out), "name": name,
+        "data.max_scans": "2", "train.epochs": "1", "train.global_batch_size": "1",
+        "data.num_workers": "0", "output_root": str(out), "name": name,
     }
     base.update({k.replace("__", "."): str(v) for k, v in extra.items()})
     return [f"{k}={v}" for k, v in base.items()]

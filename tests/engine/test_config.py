@@ -12,7 +12,7 @@ def test_yaml_diff_chain_and_overrides(tmp_path):
     cfg = load_config(f"{RECIPES}/cylinder3d_student.yaml", ["train.epochs=2", "data.train_sequences=[0,1]"])
     assert (cfg.model.backbone, cfg.model.width, cfg.optim.name, cfg.optim.lr) == ("cylinder3d", 0.5, "adam", 0.001)
     assert cfg.train.epochs == 2 and cfg.data.train_sequences == [0, 1]
-    assert cfg.train.batch_size == 2  # from the base recipe
+    assert cfg.train.global_batch_size == 2  # from the base recipe
     spv = load_config(f"{RECIPES}/spvcnn_student.yaml")
     assert (spv.model.backbone, spv.optim.lr, spv.optim.scheduler, spv.loss.lovasz) == ("spvcnn", 0.24, "cosine_warmup", 0.0)
 

@@ -9,7 +9,7 @@ import pytest
 from harness.cli import main
 from harness.config.load import PAPER_STORE, load_config, validate_distill
 from harness.errors import InputError
-from harness.reproduce.spec import load_profile
+from harness.config.experiment import load_profile
 
 
 @pytest.mark.parametrize("override, key", [
@@ -19,6 +19,8 @@ from harness.reproduce.spec import load_profile
     ("data.max_points=0", "data.max_points"), ("train.log_every=0", "train.log_every"),
     ("train.eval_every=0", "train.eval_every"), ("train.checkpoint_steps=0", "train.checkpoint_steps"),
     ("data.max_scans=0", "data.max_scans"), ("optim.weight_decay=-0.1", "optim.weight_decay"),
+    ("train.global_batch_size=0", "train.global_batch_size"), ("optim.warmup_iters=-1", "optim.warmup_iters"),
+    ("model.num_input_features=0", "model.num_input_features"),
 ])
 def test_out_of_range_values_are_rejected(override, key):
     with pytest.raises(InputError, match=f"^{key}: .* out of range") as err:
@@ -109,3 +111,19 @@ def test_cli_exit_2_and_nothing_written(tmp_path, capsys):
     assert main(["train", "--device", "tpu", f"output_root={out}", "name=x"]) == 2
     assert "--device: 'tpu' is not a device" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.lr_scaling=cubic", "train.lr_scaling"), ("eval.checkpoint=middle", "eval.checkpoint"),
+    ("data.label_map=kitti", "data.label_map"),
+])
+def test_recipe_choices_are_checked(override, key):
+    with pytest.raises(InputError, match=f"^{key}: .* is not one of"):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize("override", ["model.num_input_features=32", "model.point_refinement=false"])
+def test_cylinder3d_settings_on_another_backbone_are_refused(override):
+    key = override.split("=")[0]
+    with pytest.raises(InputError, match=f"^{key}: is a Cylinder3D setting"):
+        load_config("harness/configs/recipes/minkunet.yaml", [override])

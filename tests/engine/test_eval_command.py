@@ -34,7 +34,7 @@ def test_eval_predictions_round_trip(tiny_kitti, tmp_path, capsys):
             dst.write_bytes((tiny_kitti / "sequences/08" / sub / f"{seq_file.stem}.{ext}").read_bytes())
     out = tmp_path / "m.json"
     assert main(["evaluate", "--dataset", "semantickitti", "--root", str(only_two), "--sequences", "08",
-                 "--predictions", str(preds), "--out", str(out)]) == 0
+                 "--predictions", str(preds), "--out", str(out), "--label-map", "spvnas"]) == 0
     scored = json.loads(out.read_text())
     assert scored["miou"] == eval_metrics["miou"] and scored["confusion_matrix"] == eval_metrics["confusion_matrix"]
     assert main(["eval", "--run", str(trainer.store.path), "--tta", "--device", "cpu"]) == 0

@@ -18,7 +18,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def harness_cmd(root, out, name, *extra):
-    args = overrides(root, out, name, train__epochs=2, train__checkpoint_steps=1, data__max_scans=3)
+    # 2 loader workers (the recipe's 8 on this 2-core machine would only add start-up time): the batches must not
+    # depend on which worker builds them
+    args = overrides(root, out, name, train__epochs=2, train__checkpoint_steps=1, data__max_scans=3, data__num_workers=2)
     return [sys.executable, "-m", "harness", "train", "--config", RECIPE, *args, *extra]
 
 
@@ -49,9 +51,16 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_kitti, tmp_path):
     a = torch.load(run_folder(tmp_path, "full") / "checkpoints/last.pt", weights_only=True)["model"]
     b = torch.load(killed / "checkpoints/last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the best-so-far validation survives the kill: same best epoch, mIoU and best.pt weights
+    assert resumed["checkpoints"] == full["checkpoints"]
+    a = torch.load(run_folder(tmp_path, "full") / "checkpoints/best.pt", weights_only=True)["model"]
+    b = torch.load(killed / "checkpoints/best.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
     logs = [[json.loads(x) for x in (run_folder(tmp_path, n) / "train_log.jsonl").read_text().splitlines()] for n in ("full", "killed")]
-    assert [r["step"] for r in logs[1]] == list(range(1, 7))
-    assert [r["total"] for r in logs[0]] == [r["total"] for r in logs[1]]
+    train_steps = [[r for r in log if "total" in r] for log in logs]
+    assert [r["step"] for r in train_steps[1]] == list(range(1, 7))
+    assert [r["total"] for r in train_steps[0]] == [r["total"] for r in train_steps[1]]
+    assert [r for r in logs[0] if "val_miou" in r] == [r for r in logs[1] if "val_miou" in r]
 
 
 def free_port() -> int:
@@ -73,4 +82,12 @@ def test_two_process_gloo_ddp(tiny_kitti, tmp_path):
     # 3 val scans split 2 + 1 over the ranks, no padding: every scan counted exactly once after the reduction
     assert metrics["num_scans"] == 3 and metrics["num_points"] == 3 * 1200
     assert np.load(run / "confusion.npz")["overall"].sum() == 3 * 1200
-    assert len((run / "train_log.jsonl").read_text().splitlines()) == 1  # rank 0 logs, once per step
+    log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    assert len([r for r in log if "total" in r]) == 1  # rank 0 logs, once per step
+    assert len([r for r in log if "val_miou" in r]) == 1  # and once per validation
+    # the test's global batch 1 cannot be kept on 2 processes: 1 scan each, lr 0.24 x 2/1 (linear rule), recorded
+    recipe = {"world_size": 2, "per_process_batch": 1, "global_batch": 2, "lr": 0.48, "recipe_global_batch": 1,
+              "recipe_lr": 0.24, "status": "scaled", "rule": "linear"}
+    assert env["recipe"] == recipe and metrics["recipe"] == recipe
+    # spvnas warm-up on 2 processes: 1000 // 2 = 500 steps, the first step's lr = 0.48 x 2 / 500 after its update
+    assert abs(log[0]["lr"] - 0.48 * 2 / 500) < 1e-12

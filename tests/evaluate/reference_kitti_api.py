@@ -1,6 +1,6 @@
 """Independent restatement of semantic-kitti-api's documented evaluation semantics
 (``auxiliary/np_ioueval.py`` + ``evaluate_semantics.py`` / ``evaluate_semantics_by_distance.py``,
-commit a9c749e; datasets-eval spec §1.5, §4.1). Written for the equivalence tests only."""
+commit a9c749e). Written for the equivalence tests only."""
 import numpy as np
 import yaml
 

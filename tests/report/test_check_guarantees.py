@@ -12,7 +12,7 @@ import pytest
 
 from harness.cli import main
 from harness.reproduce.plan import build_plan
-from harness.reproduce.spec import load_experiment, load_profile
+from harness.config.experiment import load_experiment, load_profile
 from harness.report.collect import all_runs
 
 from .conftest import fabricate, fabricate_plan

@@ -8,14 +8,35 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness.cli import main
 from harness.errors import InputError
 from harness.reproduce.execute import execute
 from harness.reproduce.plan import build_plan, inspect_run
-from harness.reproduce.spec import available, load_experiment, load_profile, EXPERIMENT_DIR
+from harness.config.experiment import available, load_experiment, load_profile, EXPERIMENT_DIR, RECIPE_DIR
 
 from .conftest import fabricate
+
+
+def _recipe_backbone(recipe: str) -> str:
+    """``model.backbone`` of a recipe, following its ``base:`` chain (read with plain YAML, not the config loader)."""
+    data = yaml.safe_load((RECIPE_DIR / f"{recipe}.yaml").read_text())
+    backbone = (data.get("model") or {}).get("backbone")
+    if backbone is None and data.get("base"):
+        return _recipe_backbone(Path(data["base"]).stem)
+    return backbone
+
+
+def distinct_run_folders() -> set[tuple[str, str, str]]:
+    """(dataset, backbone, run name) of every run of every experiment file: the run store's folder identity."""
+    out = set()
+    for path in sorted(EXPERIMENT_DIR.glob("*.yaml")):
+        exp = yaml.safe_load(path.read_text())
+        for run in exp["runs"]:
+            out.add((run.get("dataset", exp.get("dataset", "semantickitti")), _recipe_backbone(run["recipe"]), run["name"]))
+    return out
+
 
 
 @pytest.mark.parametrize("profile", ["paper", "demo"])
@@ -29,9 +50,10 @@ def test_every_experiment_plans_and_validates_against_the_code(profile):
     assert plan.lookup("main", "semantickitti/pvd", 0).key == plan.lookup("table2", "r6", 0).key
     assert plan.lookup("table3", "none", 1).key == plan.lookup("main", "semantickitti/student", 1).key
     by_key = plan.by_key()
-    # table1, main, m2skd (fused teacher, single-scan baseline, student); table2 and table3 reuse main's
-    # teacher, student and pvd runs
-    assert len(plan.runs) == 2 * (16 + 6 + 5 + 4 + 3)
+    # one planned run per distinct run folder (dataset, backbone, name) per seed, counted from the experiment
+    # YAML files themselves (table2 and table3 reuse main's teacher, student and pvd runs)
+    assert len(plan.runs) == 2 * len(distinct_run_folders())
+    assert len(distinct_run_folders()) >= 16 + 6 + 5 + 4 + 3
     for i, run in enumerate(plan.runs):
         if run.teacher:
             assert keys.index(run.teacher) < i, f"{run.display} is planned before its teacher"
@@ -256,7 +278,7 @@ DRIVER = '''
 import sys
 from harness.reproduce.execute import execute
 from harness.reproduce.plan import build_plan
-from harness.reproduce.spec import load_experiment, load_profile
+from harness.config.experiment import load_experiment, load_profile
 plan = build_plan([load_experiment("table1")], load_profile(sys.argv[1]))
 try:
     execute(plan, jobs=2, python=sys.argv[2], heartbeat_s=1e9)

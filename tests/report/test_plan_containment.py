@@ -6,7 +6,7 @@ import pytest
 from harness.cli import main
 from harness.errors import InputError
 from harness.reproduce.plan import build_plan
-from harness.reproduce.spec import load_experiment, load_profile
+from harness.config.experiment import load_experiment, load_profile
 
 
 @pytest.mark.parametrize("line, match", [
@@ -36,7 +36,7 @@ def test_group_and_recipe_names_are_plain(tmp_path):
 @pytest.mark.parametrize("teacher, student, match", [
     ("{id: t, recipe: spvcnn, name: t}", "{id: s, recipe: minkunet_student, name: s, teacher: t, overrides: {distill.method: kd}}",
      "its teacher bad:t is a spvcnn backbone, the student a minkunet one"),
-    ("{id: t, recipe: minkunet, name: t, dataset: nuscenes}",
+    ("{id: t, recipe: minkunet, name: t, dataset: nuscenes, overrides: {data.label_map: official}}",
      "{id: s, recipe: minkunet_student, name: s, teacher: t, overrides: {distill.method: kd}}",
      "its teacher bad:t is a nuscenes dataset, the student a semantickitti one"),
 ])

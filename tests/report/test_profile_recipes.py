@@ -28,7 +28,7 @@ def test_recipes_block_sets_teacher_and_student_schedules(profile):
         for method in ("student", "kd", "pvd"):   # plain and distilled students share the student schedule
             assert _epochs(plan, f"{backbone}/{method}") == student
         tree = plan.lookup("table1", f"{backbone}/pvd", 0).tree
-        assert (tree["optim"]["name"], tree["train"]["batch_size"]) == ("adam", 1)
+        assert (tree["optim"]["name"], tree["train"]["global_batch_size"]) == ("adam", 1)
 
 
 def test_paper_profile_keeps_the_recipes():

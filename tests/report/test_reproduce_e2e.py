@@ -36,7 +36,7 @@ def test_tiny_plan_trains_renders_and_rerun_is_a_no_op(tmp_path):
                                                 "points_scale": 0.03},
                                    "overrides": {"data.train_sequences": [0], "data.val_sequences": [8],
                                                  "data.max_points": 800}}},
-        "overrides": {"train.epochs": 1, "train.batch_size": 1, "optim.warmup_epochs": 0},
+        "overrides": {"train.epochs": 1, "train.global_batch_size": 1},
     }, sort_keys=False))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "harness", "reproduce", str(exp), "--profile", str(profile)]

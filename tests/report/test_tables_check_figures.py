@@ -14,8 +14,8 @@ import pytest
 from harness.cli import main
 from harness.reproduce.cli import render
 from harness.reproduce.plan import build_plan
-from harness.reproduce.spec import load_experiment, load_profile
-from harness.report.collect import collect
+from harness.config.experiment import load_experiment, load_profile
+from harness.reproduce.collect import collect
 from harness.report.reference import load_reference
 from harness.report.tables import build_tables, to_latex, to_markdown
 
@@ -27,6 +27,15 @@ SPV_OURS = {"spvcnn/teacher": 0.640, "spvcnn/student": 0.600, "spvcnn/kd": 0.612
 # Paper (MinkowskiNet): 61.9, 58.9, 59.2, 59.6, 59.1, 59.4, 59.2, 61.8
 MINK_OURS = {"minkunet/teacher": 0.620, "minkunet/student": 0.590, "minkunet/kd": 0.592, "minkunet/cd": 0.596,
              "minkunet/ifv": 0.591, "minkunet/skd": 0.594, "minkunet/ka": 0.592, "minkunet/pvd": 0.618}
+
+
+def cells(line: str) -> list[str]:
+    """The stripped cells of one Markdown table line (tabulate pads cells to the column width)."""
+    return [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else []
+
+
+def first_cells(md: str) -> list[str]:
+    return [cells(ln)[0] for ln in md.splitlines() if cells(ln)]
 
 
 def md_row(md: str, label: str, group_col: bool = True) -> list[str]:
@@ -107,7 +116,8 @@ def test_latex_structure_booktabs_and_compiles_when_possible(paper_profile, tmp_
     tex = to_latex(models[0])
     check_latex(tex, n_cols=9, n_rows=16, n_groups=2)
     assert r"$+0.2$" in tex and r"SPVNAS\_0.5$\times$" in tex and r"$|\Delta| > 2\sigma$" in tex
-    assert [m.name for m in models] == ["table1", "table1_spvcnn_per_class", "table1_minkunet_per_class"]
+    assert [m.name for m in models] == ["table1", "table1_spvcnn_per_class", "table1_minkunet_per_class",
+                                        "table1_spvcnn_per_distance", "table1_minkunet_per_distance"]
     per_class = to_latex(models[1])
     check_latex(per_class, n_cols=9, n_rows=19, n_groups=1)
     others = []
@@ -136,7 +146,8 @@ def test_table2_table3_layouts(paper_profile):
     fabricate(p2.lookup("table2", "r6", 0), 0.660, coefficients=coefs)
     fabricate(p2.lookup("table2", "r1", 0), 0.655, coefficients={k: 0.1 for k in coefs}, overrides=["out_voxel"])
     md = to_markdown(build_tables(p2.experiments[0], collect(p2), load_reference(), p2.profile.output_root)[0])
-    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in md.splitlines() if ln.startswith("| 0.")]
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in md.splitlines()
+            if ln.startswith("|") and ln.strip("|").split("|")[0].strip().startswith("0.")]
     assert len(rows) == 6
     assert rows[0][:8] == ["0.10", "0.10", "0.10", "0.10", "65.2", "65.5", "+0.3", "1"]
     assert rows[5][:7] == ["0.10", "0.15", "0.15", "0.25", "66.4", "66.0", "-0.4"] and rows[5][-1] == "= paper"
@@ -156,7 +167,7 @@ def test_main_per_class_against_the_nuscenes_rows(paper_profile, tmp_path):
     md = to_markdown(models[0])
     assert md_row(md, "+ PVD")[2:5] == ["66.4", "—", "—"] and "71.2" in md  # test-set number: reference only
     # no SemanticKITTI run and no paper per-class row there: only the nuScenes per-class table
-    assert [m.name for m in models] == ["main", "main_nuscenes_per_class"]
+    assert [m.name for m in models] == ["main", "main_nuscenes_per_class", "main_nuscenes_per_distance"]
     pc = to_markdown(models[1])
     barrier = md_row(pc, "barrier", group_col=False)
     # columns: Class | teacher (paper) | teacher (ours) | Δ | + PVD (paper) | + PVD (ours) | Δ
@@ -179,7 +190,7 @@ def test_coefficient_table_from_runs(paper_profile):
     fabricate(plan.lookup("table1", "minkunet/kd", 0), 0.6, coefficients={"kd": 0.3})   # differs from Table 4 (0.2)
     p4 = plan_for("table4", paper_profile)
     md = to_markdown(build_tables(p4.experiments[0], collect(p4), load_reference(), p4.profile.output_root)[0])
-    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in md.splitlines() if "| KD |" in ln]
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in md.splitlines() if "KD" in cells(ln)]
     assert rows[1][3:7] == ["0.10", "0.10", "0.1 (1 run)", "✓"]          # SPVNAS
     assert rows[2][3:7] == ["0.20", "0.20", "0.3 (1 run)", "✗ differs"]  # MinkowskiNet
     assert "1 term(s) differ from the paper" in md
@@ -269,10 +280,10 @@ def test_m2skd_table_shows_ours_only_and_bolds_the_hard_classes(paper_profile):
     plan = plan_for("m2skd", paper_profile)
     fabricate_plan(plan, {"fused_teacher": 0.62, "single_scan": 0.60, "m2skd": 0.61})
     models = build_tables(plan.experiments[0], collect(plan), load_reference(), plan.profile.output_root)
-    assert [m.name for m in models] == ["m2skd", "m2skd_per_class"]
+    assert [m.name for m in models] == ["m2skd", "m2skd_per_class", "m2skd_per_distance"]
     per_class_md, per_class_tex = to_markdown(models[1]), to_latex(models[1])
     for hard in ("bicycle", "motorcycle", "truck", "other-vehicle", "person", "bicyclist", "motorcyclist"):
-        assert f"| **{hard}** |" in per_class_md and f"\\textbf{{{hard}}}" in per_class_tex
-    assert "| **car** |" not in per_class_md and "| car |" in per_class_md
+        assert f"**{hard}**" in first_cells(per_class_md) and f"\\textbf{{{hard}}}" in per_class_tex
+    assert "**car**" not in first_cells(per_class_md) and "car" in first_cells(per_class_md)
     row = md_row(to_markdown(models[0]), "+ M2SKD")
     assert row[2:5] == ["—", "61.0", "—"]  # no registered paper number: ours only

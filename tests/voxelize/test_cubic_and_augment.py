@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from harness.data.semantickitti import read_points
-from harness.voxelize import voxelize_for_backbone
+from harness.backbones.base import voxelize_for_backbone
 from harness.voxelize.augment import cylinder3d_augment, spvnas_augment
 from harness.voxelize.cubic import cubic_voxelize
 

@@ -5,11 +5,11 @@ names; the two writers map them to dataset ids here, so that one scene can be wr
 format and the official label maps (``harness/data/labels/*.yaml``) are exercised end to end:
 
 * SemanticKITTI raw ids (``semantic-kitti.yaml`` ``labels``), with the *moving* raw id (252-259)
-  used for a thing in the frames where it moves (datasets-eval spec §1.6, §6.2);
+  used for a thing in the frames where it moves;
 * nuScenes-lidarseg fine indices 0-31 (``nuscenes.yaml`` ``labels``, the ``index`` column of the
-  lidarseg ``category.json``; spec §2.2, §2.5).
+  lidarseg ``category.json``)
 
-Reflectivity parameters give the class-dependent remission distribution (spec §6.1, measured on
+Reflectivity parameters give the class-dependent remission distribution (measured on
 the real seq-00 scan: road median 0.25, sidewalk 0.31, building 0.42, vegetation 0.34, cars dark
 with many 0 returns from glass).
 """

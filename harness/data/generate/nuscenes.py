@@ -1,4 +1,4 @@
-"""Synthetic nuScenes-lidarseg data that nuscenes-devkit loads and evaluates (spec §2.1-2.5, §6.7).
+"""Synthetic nuScenes-lidarseg data that nuscenes-devkit loads and evaluates (docs/readings.md#synthetic-data).
 
 ``generate_nuscenes(out, scans, seed, version)`` writes::
 
@@ -13,7 +13,7 @@ Points come from the shared scene model and ray caster with an HDL-32E: 32 laser
 (ring 0) to +10.67 deg (ring 31), 1084 azimuth steps, mounted 1.84 m above ground with the sensor
 frame x right / y forward. Unlike KITTI **every firing is kept** (34688 = 32 x 1084 points, in
 firing order: rings 0..31 for one azimuth, then the next azimuth, turning clockwise). What no-return
-firings look like was read off the real v1.0-mini key frame in ``../shared/data/real/nuscenes``:
+firings look like was read off the real v1.0-mini key frame of the real-data fixtures (``$PVKD_REAL_DATA/nuscenes``):
 about 23 % of its points lie within 1 m of the sensor; they are the sensor origin displaced by the
 ego-motion compensation (``-v * dt`` backwards along +y, so ~0-0.15 m), with one column at exactly
 (0, 0, 0). Here sky, beyond-100 m, 1 % random dropouts and own-body hits closer than 1 m become such

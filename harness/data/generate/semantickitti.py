@@ -1,4 +1,4 @@
-"""Synthetic SemanticKITTI sequences in the official on-disk layout (datasets-eval spec §1.2, §6).
+"""Synthetic SemanticKITTI sequences in the official on-disk layout (docs/readings.md#synthetic-data).
 
 ``generate_semantickitti(out, scans_per_sequence, sequences, seed)`` writes::
 
@@ -32,7 +32,7 @@ from harness.errors import InputError
 from harness.io import write_array_atomic, write_text_atomic
 
 # KITTI odometry calibration of sequence 00 (calib.txt of the KITTI odometry benchmark, as shipped
-# with SemanticKITTI; copied from ../shared/data/real/semantickitti/sequences/00/calib.txt). These are
+# with SemanticKITTI; copied from its sequences/00/calib.txt). These are
 # measured calibration numbers: Tr (Velodyne -> cam0) swaps axes, so the pose conjugation is tested.
 KITTI_SEQ00_CALIB = (
     "P0: 7.188560000000e+02 0.000000000000e+00 6.071928000000e+02 0.000000000000e+00 0.000000000000e+00 "
@@ -53,7 +53,7 @@ KITTI_SEQ00_CALIB = (
 )
 
 # Per-ring median elevation [deg] of the real seq 00 frame 0 scan, top laser first (measured on
-# ../shared/data/real/semantickitti/sequences/00/velodyne/000000.bin; spec §6.1).
+# sequences/00/velodyne/000000.bin of the real-data fixtures, $PVKD_REAL_DATA)
 HDL64_ELEVATIONS_DEG = np.array([
     2.57, 2.20, 1.93, 1.50, 1.21, 0.80, 0.53, 0.16, -0.19, -0.61, -0.89, -1.22, -1.59, -1.91, -2.19, -2.54,
     -2.85, -3.26, -3.51, -3.96, -4.22, -4.60, -4.91, -5.18, -5.54, -5.85, -6.14, -6.40, -6.76, -7.12, -7.37, -7.76,
@@ -87,7 +87,7 @@ def hdl64(points_scale: float = 1.0) -> SensorModel:
 
 
 def remission(rng: np.random.Generator, cls: np.ndarray, refl: np.ndarray) -> np.ndarray:
-    """KITTI remission: class-dependent reflectivity in [0, 0.99] quantised to 0.01 (spec §6.1)."""
+    """KITTI remission: class-dependent reflectivity in [0, 0.99] quantised to 0.01 (measured on the real scans)."""
     return (np.round(sample_reflectivity(rng, cls, refl) * 100) / 100).astype(np.float32)
 
 

@@ -30,7 +30,7 @@ _BACKEND_CLASSES = {
 }
 _INSTALL_HINTS = {
     SPCONV: "pip install 'pvkd-harness[spconv]'  (spconv-cu126==2.3.8; never the CPU-only `spconv` wheel)",
-    MINKOWSKI: "build MinkowskiEngine 0.5.4 from source (see the install notes in the README); it is optional",
+    MINKOWSKI: "./reproduce.sh setup --minkowski (builds MinkowskiEngine 0.5.4 from its PyPI sdist, tools/build_minkowski.sh)",
 }
 
 __all__ = [

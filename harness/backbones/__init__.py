@@ -1,0 +1,1 @@
+"""Segmentation backbones (Cylinder3D, MinkUNet, SPVCNN) behind one registry: ``BACKBONES``."""

@@ -1,0 +1,1 @@
+"""Training and inference: the trainer, its data pipeline, checkpoints, devices and DDP."""

@@ -1,0 +1,1 @@
+"""The run store: one folder per (dataset, backbone, run name, seed)."""
