@@ -41,7 +41,7 @@ def trained(tmp_path_factory, real_data):
                                                 "points_scale": 0.03},
                                    "overrides": {"data.train_sequences": [0], "data.val_sequences": [8],
                                                  "data.max_points": MAX_POINTS}}},
-        "overrides": {"train.epochs": 1, "train.batch_size": 1, "optim.warmup_epochs": 0}}, sort_keys=False))
+        "overrides": {"train.epochs": 1, "train.global_batch_size": 1, "optim.warmup_iters": 0}}, sort_keys=False))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PVKD_REAL_DATA": str(real_data)}
     run = subprocess.run([sys.executable, "-m", "harness", "reproduce", str(exp), "--profile", str(profile)], cwd=REPO,
                          env=env, capture_output=True, text=True, timeout=600)
