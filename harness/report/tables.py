@@ -310,16 +310,17 @@ def coefficient_table(exp: Experiment, ref: Reference, output_root: str | Path, 
                       DEMO_BANNER if (demo if demo is not None else any_demo) else None)
 
 
+def run_groups(exp: Experiment) -> list[str]:
+    """The experiment's run groups (backbone or dataset id prefixes) in the order of its runs."""
+    return list(dict.fromkeys(spec.group for spec in exp.runs))
+
+
 def per_class_tables(exp: Experiment, results: list[RunResult], ref: Reference, demo: bool | None = None) -> list[TableModel]:
     """Classes as rows, one table per group (backbone or dataset) with one column per run (mean over seeds), plus
     Paper and Δ columns where the paper has per-class numbers (the nuScenes rows of ``main``)."""
     s = summarize([r for r in results if r.table == exp.table])
-    groups: list[str] = []
-    for spec in exp.runs:
-        if spec.group not in groups:
-            groups.append(spec.group)
     out = []
-    for group in groups:
+    for group in run_groups(exp):
         columns = [text("Class")]
         getters = []          # (kind, function of class)
         classes: list[str] = []
@@ -374,12 +375,8 @@ def per_distance_tables(exp: Experiment, results: list[RunResult], demo: bool | 
     """Distance bins as rows, one column per run (mIoU %, mean over the seeds that have points in the bin); a bin
     without an evaluated point is "no data" (—), never 0."""
     s = summarize([r for r in results if r.table == exp.table])
-    groups: list[str] = []
-    for spec in exp.runs:
-        if spec.group not in groups:
-            groups.append(spec.group)
     out = []
-    for group in groups:
+    for group in run_groups(exp):
         series = [(spec.label, s[(exp.table, spec.id)]) for spec in exp.runs
                   if spec.group == group and (exp.table, spec.id) in s]
         bins: list[str] = []

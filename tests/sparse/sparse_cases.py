@@ -82,3 +82,58 @@ def rows_sorted_by_coords(coords: torch.Tensor) -> torch.Tensor:
     c = coords.long()
     keys = ((c[:, 0] * 4096 + c[:, 1]) * 4096 + c[:, 2]) * 4096 + c[:, 3]
     return torch.argsort(keys)
+
+
+class StackedConvs(torch.nn.Module):
+    """One conv, or a strided conv followed by its inverse: the unit the backend exactness tests compare."""
+
+    def __init__(self, *layers: torch.nn.Module) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList(layers)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def run_on_backend(model: torch.nn.Module, backend: str, coords: torch.Tensor, feats: torch.Tensor, grid, batch: int,
+                   seed: int = 0):
+    """Forward + backward of ``model`` on ``backend``: (sorted output coords, sorted output feats, input grad,
+    parameter grads, kernel-map pair counts per layer). The loss weights each output row by a probe that depends
+    only on its position in coordinate order, so backends with different row orders get the same loss."""
+    from harness.sparse import SparseTensor, count_sparse_macs, set_backend
+
+    set_backend(model, backend)
+    model.zero_grad(set_to_none=True)
+    feats = feats.clone().requires_grad_(True)
+    with count_sparse_macs(model) as counter:
+        out = model(SparseTensor.from_coords(feats, coords, grid, batch))
+    assert {layer.backend for layer in counter.layers} == {backend}
+    order = rows_sorted_by_coords(out.coords)
+    out_sorted = out.feats[order]
+    probe = torch.randn(out_sorted.shape, generator=torch.Generator().manual_seed(seed), dtype=out_sorted.dtype)
+    (out_sorted * probe).sum().backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    return out.coords[order], out_sorted.detach(), feats.grad.clone(), grads, [(l.name, l.pairs) for l in counter.layers]
+
+
+def assert_backends_agree(model: torch.nn.Module, in_channels: int, seed: int, backend: str, grid, batch: int,
+                          tolerance: float) -> dict[str, float]:
+    """torchref vs ``backend`` in float64 on random voxels: same output coordinates and pair counts, outputs and
+    every gradient within ``tolerance`` (absolute); returns the errors."""
+    coords = random_voxels(grid, batch, 0.3, seed=seed)
+    feats = torch.randn(coords.shape[0], in_channels, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    model = model.double()
+    ref = run_on_backend(model, "torchref", coords, feats, grid, batch, seed)
+    other = run_on_backend(model, backend, coords, feats, grid, batch, seed)
+    assert torch.equal(ref[0], other[0]), "output coordinates differ"
+    assert other[1].dtype == torch.float64 and other[1].abs().max() > 0
+    errors = {"output": (ref[1] - other[1]).abs().max().item(), "grad_input": (ref[2] - other[2]).abs().max().item()}
+    assert ref[3].keys() == other[3].keys() and ref[3]
+    for name in ref[3]:
+        errors[f"grad_{name}"] = (ref[3][name] - other[3][name]).abs().max().item()
+    assert ref[4] == other[4], "kernel-map pair counts differ"
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= tolerance, f"{worst}: {errors[worst]:.3e} > {tolerance} ({errors})"
+    return errors

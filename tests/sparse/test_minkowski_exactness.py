@@ -18,67 +18,24 @@ from tests.minkowski_support import require_minkowski
 require_minkowski()
 
 from harness.backbones.weights_spvnas import krsc_to_torchsparse_kernel  # noqa: E402
-from harness.sparse import SparseConv3d, SparseInverseConv3d, SparseTensor, SubMConv3d, count_sparse_macs, set_backend  # noqa: E402
+from harness.sparse import SparseConv3d, SparseInverseConv3d, SparseTensor, SubMConv3d, set_backend  # noqa: E402
 from harness.sparse.backends.minkowski import spconv_strided_output_coords  # noqa: E402
 from harness.sparse.backends.minkowski_layout import krsc_to_minkowski_kernel, minkowski_kernel_to_krsc  # noqa: E402
 from harness.sparse.testing import MiniCylinderUNet  # noqa: E402
-from tests.sparse.sparse_cases import brute_force_strided_pairs, random_voxels, rows_sorted_by_coords  # noqa: E402
+from tests.sparse.sparse_cases import StackedConvs, assert_backends_agree, brute_force_strided_pairs, random_voxels, rows_sorted_by_coords  # noqa: E402
 
 TOLERANCE = 1e-10
 GRID = (10, 9, 8)
 BATCH = 2
 
 
-class _Single(nn.Module):
-    """One conv, or a strided conv followed by its inverse."""
-
-    def __init__(self, *layers: nn.Module) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(layers)
-
-    def forward(self, x: SparseTensor) -> SparseTensor:
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-
-def _run(model: nn.Module, backend: str, coords: torch.Tensor, feats: torch.Tensor, seed: int):
-    """Forward + backward on ``backend``; sorted coords and output, input grad, param grads, pair counts."""
-    set_backend(model, backend)
-    model.zero_grad(set_to_none=True)
-    feats = feats.clone().requires_grad_(True)
-    with count_sparse_macs(model) as counter:
-        out = model(SparseTensor.from_coords(feats, coords, GRID, BATCH))
-    assert {layer.backend for layer in counter.layers} == {backend}
-    order = rows_sorted_by_coords(out.coords)
-    out_sorted = out.feats[order]
-    probe = torch.randn(out_sorted.shape, generator=torch.Generator().manual_seed(seed), dtype=out_sorted.dtype)
-    (out_sorted * probe).sum().backward()
-    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-    return out.coords[order], out_sorted.detach(), feats.grad.clone(), grads, [(l.name, l.pairs) for l in counter.layers]
-
-
 def _assert_backends_agree(model: nn.Module, in_channels: int, seed: int) -> dict[str, float]:
-    coords = random_voxels(GRID, BATCH, 0.3, seed=seed)
-    feats = torch.randn(coords.shape[0], in_channels, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-    model = model.double()
-    ref = _run(model, "torchref", coords, feats, seed)
-    me = _run(model, "minkowski", coords, feats, seed)
-    assert torch.equal(ref[0], me[0]), "output coordinates differ"
-    assert me[1].dtype == torch.float64 and me[1].abs().max() > 0
-    errors = {"output": (ref[1] - me[1]).abs().max().item(), "grad_input": (ref[2] - me[2]).abs().max().item()}
-    assert ref[3].keys() == me[3].keys() and ref[3]
-    for name in ref[3]:
-        errors[f"grad_{name}"] = (ref[3][name] - me[3][name]).abs().max().item()
-    assert ref[4] == me[4], "kernel-map pair counts differ"
-    worst = max(errors, key=errors.get)
-    assert errors[worst] <= TOLERANCE, f"{worst}: {errors[worst]:.3e} > {TOLERANCE} ({errors})"
-    return errors
+    return assert_backends_agree(model, in_channels, seed, "minkowski", GRID, BATCH, TOLERANCE)
 
 
 @pytest.mark.parametrize("kernel_size", [(1, 3, 3), (3, 1, 3), (3, 3, 1), (3, 3, 3), (3, 1, 1), (1, 1, 1)])
 def test_subm_matches_torchref(kernel_size) -> None:
-    _assert_backends_agree(_Single(SubMConv3d(3, 5, kernel_size, indice_key="k", bias=True)), 3, seed=20)
+    _assert_backends_agree(StackedConvs(SubMConv3d(3, 5, kernel_size, indice_key="k", bias=True)), 3, seed=20)
 
 
 @pytest.mark.parametrize(
@@ -87,9 +44,9 @@ def test_subm_matches_torchref(kernel_size) -> None:
     ids=["k3s2p1", "k3s221p1", "k2s2p0"],
 )
 def test_strided_and_inverse_match_torchref(kernel_size, stride, padding) -> None:
-    _assert_backends_agree(_Single(SparseConv3d(3, 4, kernel_size, stride, padding, indice_key="down")), 3, seed=21)
+    _assert_backends_agree(StackedConvs(SparseConv3d(3, 4, kernel_size, stride, padding, indice_key="down")), 3, seed=21)
     inverse = SparseInverseConv3d(4, 2, kernel_size, indice_key="down", bias=True)
-    _assert_backends_agree(_Single(SparseConv3d(3, 4, kernel_size, stride, padding, indice_key="down"), inverse), 3, seed=22)
+    _assert_backends_agree(StackedConvs(SparseConv3d(3, 4, kernel_size, stride, padding, indice_key="down"), inverse), 3, seed=22)
 
 
 @pytest.mark.parametrize("kernel_size, stride, padding", [((3, 3, 3), (2, 2, 2), (1, 1, 1)), ((3, 3, 3), (2, 2, 1), (1, 1, 1)), ((2, 2, 2), (2, 2, 2), (0, 0, 0))])
@@ -113,7 +70,7 @@ def test_unsupported_padding_is_refused() -> None:
 
 def test_spconv1_key_sharing_emulation_matches_torchref() -> None:
     # Cylinder3D UpBlock under spconv 1.x: later layers reuse the (1,3,3) map with their first 9 weight slices
-    model = _Single(
+    model = StackedConvs(
         SubMConv3d(3, 4, (1, 3, 3), indice_key="up0"),
         SubMConv3d(4, 4, (3, 1, 3), indice_key="up0", map_kernel_size=(1, 3, 3)),
         SubMConv3d(4, 2, (3, 3, 3), indice_key="up0", map_kernel_size=(1, 3, 3)),
@@ -129,7 +86,7 @@ def test_cylinder_like_unet_block_matches_torchref_end_to_end(pool_stride) -> No
 
 
 def test_layers_without_indice_key_match_torchref() -> None:
-    model = _Single(SubMConv3d(3, 4, 3), SubMConv3d(4, 4, 3), SparseConv3d(4, 2, 2, 2, 0))
+    model = StackedConvs(SubMConv3d(3, 4, 3), SubMConv3d(4, 4, 3), SparseConv3d(4, 2, 2, 2, 0))
     _assert_backends_agree(model, 3, seed=25)
 
 
