@@ -1,7 +1,8 @@
 """Sparse backends: forward + backward of a Cylinder3D-like UNet block on a LiDAR-like input.
 
-Input: ~20k voxels from a contiguous azimuth sector of a synthetic 64-beam scan on
-Cylinder3D's 480 x 360 x 32 cylindrical grid (:mod:`harness.sparse.synthetic`), 32 input
+Input: 20k voxels from a contiguous azimuth sector of the real spvnas SemanticKITTI scan (``$PVKD_REAL_DATA``;
+without it, of a synthetic 64-beam scan, :mod:`harness.sparse.synthetic`, and the figures say so) on
+Cylinder3D's 480 x 360 x 32 cylindrical grid, the same input for every backend, 32 input
 channels, fp32, batch-norm in train mode; model :class:`harness.sparse.testing.MiniCylinderUNet`
 (847,380 parameters). One round = new network input (kernel maps rebuilt, as for every new
 scan) + forward + backward. Target: torchref no slower than spconv-cu126 (algo=Native) on CPU, checked only
@@ -24,17 +25,40 @@ from harness.sparse import SparseTensor, backend_available, set_backend
 from harness.sparse.synthetic import lidar_sector_coords
 from harness.sparse.testing import MiniCylinderUNet
 from tests.benchmarks.conftest import GATE, speed_gate
+from tests.conftest import REAL_DATA
 
 NUM_VOXELS = 20_000
+INPUT: dict[str, str] = {}  # which input the figures were measured on
 CHANNELS = 32
 
 pytestmark = [pytest.mark.slow, pytest.mark.benchmark(group="sparse-unet-block")]
 
 
+def real_sector_coords(scan, num_voxels: int, seed: int = 0) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """``num_voxels`` cylindrical voxels of a contiguous azimuth sector of a real scan, rows shuffled (as
+    :func:`harness.sparse.synthetic.lidar_sector_coords` does for the synthetic one)."""
+    import numpy as np
+
+    from harness.data.semantickitti import read_points
+    from harness.voxelize.cylindrical import cylindrical_voxelize
+
+    cells = cylindrical_voxelize(read_points(scan)).voxel_coords
+    sector = cells[np.argsort(cells[:, 1], kind="stable")[:num_voxels]]
+    coords = np.concatenate((np.zeros((sector.shape[0], 1), dtype=np.int64), sector), axis=1)
+    coords = coords[np.random.default_rng(seed).permutation(coords.shape[0])]
+    return torch.from_numpy(coords.astype(np.int32)), (480, 360, 32)
+
+
 @pytest.fixture(scope="module")
 def unet_case() -> tuple[MiniCylinderUNet, torch.Tensor, torch.Tensor, tuple[int, int, int]]:
     torch.manual_seed(0)
-    coords, spatial_shape = lidar_sector_coords(NUM_VOXELS, batch_size=1, seed=0)
+    scan = REAL_DATA / "semantickitti_spvnas" / "velodyne" / "000000.bin" if REAL_DATA else None
+    if scan is not None and scan.is_file():
+        coords, spatial_shape = real_sector_coords(scan, NUM_VOXELS)
+        INPUT["name"] = "real spvnas scan, 20k-voxel sector"
+    else:
+        coords, spatial_shape = lidar_sector_coords(NUM_VOXELS, batch_size=1, seed=0)
+        INPUT["name"] = "synthetic 64-beam sector (PVKD_REAL_DATA not set)"
     feats = torch.randn(coords.shape[0], CHANNELS)
     model = MiniCylinderUNet(in_channels=CHANNELS, width=32, num_classes=20).train()
     return model, feats, coords, spatial_shape
@@ -57,7 +81,7 @@ NOISE_ALLOWANCE = 1.10
 def _run(benchmark, unet_case, backend: str) -> None:
     model, feats, coords, spatial_shape = unet_case
     set_backend(model, backend)
-    benchmark.extra_info.update(backend=backend, voxels=int(coords.shape[0]), channels=CHANNELS, threads=torch.get_num_threads())
+    benchmark.extra_info.update(input=INPUT.get("name", ""), backend=backend, voxels=int(coords.shape[0]), channels=CHANNELS, threads=torch.get_num_threads())
     benchmark.pedantic(_forward_backward, args=(model, feats, coords, spatial_shape), rounds=7, warmup_rounds=1, iterations=1)
     if not benchmark.disabled and benchmark.stats is not None:
         MEDIANS[backend] = benchmark.stats.stats.median
