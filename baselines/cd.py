@@ -1,10 +1,9 @@
 """CD: channel-wise distillation, each channel's activations as a distribution over a scan's sites.
 
-Paper: Changyong Shu, Yifan Liu, Jianfei Gao, Zheng Yan, Chunhua Shen, "Channel-wise Knowledge
-Distillation for Dense Prediction", ICCV 2021 (arXiv 2011.13256; v1 titled "Channel-wise
-Distillation for Semantic Segmentation", hence PVD's "CD"). Official code: irfanICMLL/TorchDistiller
-``SemSeg-distill/utils/criterion.py`` (``CriterionCWD``, ``ChannelNorm``). PVD coefficients
-(PVKD supplement Table 4): ``feature`` = lambda_fea, ``score`` = lambda_score.
+Paper: Shu, Liu, Gao, Yan, Shen, "Channel-wise Knowledge Distillation for Dense Prediction", ICCV 2021
+(arXiv 2011.13256; v1 "Channel-wise Distillation for Semantic Segmentation", hence PVD's "CD"). Official code:
+irfanICMLL/TorchDistiller ``SemSeg-distill/utils/criterion.py`` (``CriterionCWD``). PVD coefficients (PVKD
+supplement Table 4): ``feature`` = lambda_fea, ``score`` = lambda_score.
 
 As implemented, per scan b with sites i in S_b and channel c of a (R, C) site map y::
 
@@ -13,28 +12,12 @@ As implemented, per scan b with sites i in S_b and channel c of a (R, C) site ma
     L          = tau^2 * mean over (b, c) of KL_bc                 (scans with sites only)
 
 * ``score``: y = the (R, K) logits of both networks.
-* ``feature``: y^T = teacher penultimate features (R, C_t); y^S = A(student penultimate features),
-  A a trainable per-site adapter C_s -> C_t (a 1x1 conv on sparse sites) trained with the student.
+* ``feature``: y^T = teacher penultimate features (R, C_t); y^S = A(student penultimate features (R, C_s)),
+  A a trainable per-site adapter C_s -> C_t trained with the student.
 
-The official normalisation (sum of KL over channels and images, divided by n * c, times tau^2)
-is this mean over (scan, channel) pairs, so a batch of two scans gives the plain mean of the two
-scans' values. The softmax is a segment softmax over the scan index (no loop over sites).
-
-Readings (docs/readings.md#baselines-nodes, #baselines-levels):
-
-* **[D]** ``tau = 4`` for both terms (the official recommended logit run, ``exp_cwd.sh``
-  ``channel kl 3 4``; CIRKD uses 4 for both), configurable per term.
-* **[R]** positions = all sites of one scan (whole scan, not PVD supervoxels); a scan has
-  ~1e5 sites, far more than a 2-D logit map (~8e3), so the distributions are flatter.
-* **[D]** ``level = "voxel"`` (each backbone's native output sites; see :mod:`baselines.kd`);
-  ``"point"`` uses the point taps, leaving out points of dropped voxels.
-* **[R]** adapter ``"linear_bn_relu"`` (default): Linear(C_s, C_t, no bias) + BatchNorm1d + ReLU,
-  the official 1x1 conv + BN + ReLU (TorchDistiller ``networks/kd_model.py``); ``"linear"``: the
-  bare 1x1 conv of CIRKD ``losses/cwd.py``. The adapter exists even when C_s == C_t.
-* The feature term is 0 at equal features only through an identity adapter (``"linear"`` with
-  W = I); the score term is 0 whenever the logits match.
-
-Computed in float32; teacher values are detached. Shapes: logits (R, K); features (R, C_s), (R, C_t).
+Readings: tau = 4, whole-scan positions, the adapter and the official normalisation
+[docs/readings.md#cd-temperature-positions]; level and nodes [docs/readings.md#baselines-levels].
+Computed in float32; teacher values are detached.
 """
 from __future__ import annotations
 

@@ -1,36 +1,21 @@
 """IFV: intra-class feature variation distillation.
 
-Paper: Yukang Wang, Wei Zhou, Tao Jiang, Xiang Bai, Yongchao Xu, "Intra-class Feature Variation
-Distillation for Semantic Segmentation", ECCV 2020 (IFVD). Official code: YukangWang/IFVD
-``utils/criterion.py`` (``CriterionIFV``). PVD coefficient (PVKD supplement Table 4): ``ifv``.
+Paper: Wang, Zhou, Jiang, Bai, Xu, "Intra-class Feature Variation Distillation for Semantic Segmentation",
+ECCV 2020 (IFVD). Official code: YukangWang/IFVD ``utils/criterion.py`` (``CriterionIFV``). PVD coefficient
+(PVKD supplement Table 4): ``ifv``.
 
-As implemented, with f the (R, C) penultimate features of the R sites of a batch, y_i their
-labels (0 = ignore), s_i their scan, L_b = {i : s_i = b, y_i != 0} the labelled sites of scan b
-and B' the scans with labelled sites::
+As implemented, with f the (R, C) penultimate features of the R sites of a batch, y_i their labels
+(0 = ignore), s_i their scan, L_b = {i : s_i = b, y_i != 0} the labelled sites of scan b and B' the scans
+with labelled sites::
 
     p_{b,k} = (1 / |{i in L_b : y_i = k}|) * sum_{i in L_b, y_i = k} f_i   (prototype per scan and class)
-    M_i     = cos(f_i, p_{s_i, y_i})                                        (i labelled)
+    M_i     = cos(f_i, p_{s_i, y_i})                                        (i labelled; eps 1e-8)
     L_ifv   = (1/|B'|) * sum_{b in B'} (1/|L_b|) * sum_{i in L_b} (M_i^S - M_i^T)^2
 
-Teacher and student each build their own map from their own features, so widths may differ and
-no adapter is needed. Prototypes are per scan (IFVD sums over each image's spatial dimensions);
-the student's prototypes keep their gradient, as in IFVD.
-
-Readings (docs/readings.md#baselines-levels):
-
-* **[D]** the IFV term alone; IFVD and CIRKD also add KD and an adversarial term, but PVD lists a
-  single IFV coefficient (add the :class:`baselines.kd.KD` distiller for IFV + KD).
-* **[R]** the mean is over labelled sites only. IFVD keeps ignored pixels in its MSE denominator
-  (each contributes 0, since such a pixel is its own "prototype"); that would make the term
-  depend on how much of a scan is unlabelled.
-* **[D]** the harness's batch convention (:func:`harness.distill.losses.per_scan_mean`): mean
-  over a scan's labelled sites, then over scans -- a batch of two scans gives the plain mean of
-  the two single-scan values (IFVD's MSE over a batch of equal-sized images is the same thing).
-* **[D]** ``level = "voxel"``: penultimate voxel features with voxel labels (Cylinder3D's
-  majority labels; the cubic grid's representative-point labels), i.e. labels at feature
-  resolution as IFVD's nearest downsampling; ``"point"``: point features with point labels.
-* A class absent from a scan has no prototype and no sites; ``eps`` = 1e-8 in the cosine
-  (``nn.CosineSimilarity`` default, as IFVD).
+Teacher and student each build their own map from their own features, so widths may differ and no adapter is
+needed; the student's prototypes keep their gradient, as in IFVD. Readings: the IFV term alone, labelled sites
+only, per-scan prototypes, labels at feature resolution [docs/readings.md#ifv-labelled-sites,
+#baselines-levels].
 
 Computed in float32; teacher features are detached.
 """

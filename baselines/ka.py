@@ -1,66 +1,24 @@
 """KA: knowledge adaptation (auto-encoder latent of the teacher) plus affinity distillation.
 
-Paper: Tong He, Chunhua Shen, Zhi Tian, Dong Gong, Changming Sun, Youliang Yan, "Knowledge
-Adaptation for Efficient Semantic Segmentation", CVPR 2019 (arXiv 1903.04688). No official code;
-the closest reference is yoshitomo-matsubara/torchdistill's KTAAD (``torchdistill/losses/mid_level.py``
-``KTALoss`` / ``AffinityLoss``; ``torchdistill/models/wrapper.py`` ``Paraphraser4FactorTransfer``,
-``Student4KTAAD``; config ``ktaad-lraspp_mobilenet_v3_large_from_deeplabv3_resnet50.yaml``). PVD
-coefficients (PVKD supplement Table 4): ``adaptation`` = lambda_ada (replaces the paper's beta = 50),
-``affinity`` = lambda_aff (replaces gamma = 1).
+Paper: He, Shen, Tian, Gong, Sun, Yan, "Knowledge Adaptation for Efficient Semantic Segmentation", CVPR 2019
+(arXiv 1903.04688); no official code, closest reference torchdistill's KTAAD. PVD coefficients (PVKD
+supplement Table 4): ``adaptation`` = lambda_ada (replaces the paper's beta = 50), ``affinity`` = lambda_aff
+(replaces gamma = 1). phi_t (R, C_t) / phi_s (R, C_s): teacher / student penultimate features of the R sites::
 
-As implemented, with phi_t (R, C_t) / phi_s (R, C_s) the teacher / student penultimate features
-of the R sites of a batch:
+    stage 1 (KA.pretrain, frozen teacher): E = 3 x (conv, BN, LeakyReLU) C_t -> C_t -> k C_t -> k C_t, D mirrors it
+        L_ae = mean_{i,c} (phi_t - D(E(phi_t)))_ic^2 + alpha * sum_{i,c'} |E(phi_t)_ic'| / (R * C_t)
+    stage 2 (KA.forward; E frozen):  z = E(phi_t), u = C_f(phi_s), v = C_a(phi_s)      each (R, k C_t)
+        d_i = || z_i / ||z_i||_2 - u_i / ||u_i||_2 ||_p                                 (p = 1)
+        L_adaptation = mean_b (1/|S_b|) sum_{i in S_b} d_i                              (KA eq. 3)
+        A_jl = cos(n_j, n_l) / M_b  on the M_b <= max_nodes nodes of scan b (teacher from z, student from v)
+        L_affinity = mean_b (1/M_b) sum_j || A^S_j - A^T_j ||_2
 
-* **Stage 1** (:meth:`KA.pretrain`, frozen teacher, one pass over the training loader): an
-  auto-encoder ``D(E(.))`` fitted to phi_t with::
-
-      L_ae = mean_{i,c} (phi_t - D(E(phi_t)))_ic^2 + alpha * (sum_{i,c'} |E(phi_t)_ic'|) / (R * C_t)
-
-  alpha = 1e-7, SGD lr 0.1, momentum 0.9, weight decay 1e-4, 1 epoch (torchdistill's stage 1).
-  E: 3 x (conv, BN, LeakyReLU 0.1) with widths C_t -> C_t -> k C_t -> k C_t, k = 0.5;
-  D mirrors it (k C_t -> k C_t -> C_t -> C_t). Then E is frozen (no gradient, BN in eval).
-* **Stage 2** (:meth:`KA.forward`)::
-
-      z_i = E(phi_t)_i,  u_i = C_f(phi_s)_i,  v_i = C_a(phi_s)_i                 (each k C_t wide)
-      d_i = || z_i / ||z_i||_2  -  u_i / ||u_i||_2 ||_p                            (p = 1)
-      L_adaptation = mean over scans b of (1/|S_b|) sum_{i in S_b} d_i           (KA eq. 3)
-      per scan b, nodes n = max-pooled cells (baselines.nodes, <= max_nodes = M_b):
-      A_jl = cos(n_j, n_l) / M_b   (teacher nodes from z, student nodes from v)
-      L_affinity^b = (1/M_b) sum_j || A_j^S - A_j^T ||_2,   L_affinity = mean over scans
-
-  C_f = conv(C_s -> k C_t) + BN + ReLU (feature adapter), C_a = conv(C_s -> k C_t) with bias
-  (affinity adapter): both trainable with the student.
-
-Readings (docs/readings.md#baselines-nodes, #baselines-levels):
-
-* **[R]** "conv" = a stride-1 ``SubMConv3d`` with kernel 3 on the voxel grid (the paper's 3 x 3
-  convs; teacher and student share the sites, so no stride or resize) on Cylinder3D and MinkUNet;
-  a per-site Linear (kernel 1) on SPVCNN's point-branch features and at ``level = "point"``
-  (points are not unique grid sites). ``kernel_size`` overrides it.
-* **[R]** adaptation normalised **per site** (q = 2) with the L_p distance p = 1 (torchdistill's p),
-  averaged per scan then over scans (the harness convention); torchdistill normalises each whole sample, which at ~1e5 sites x 64
-  channels makes every entry ~1/sqrt(R C) and lambda_ada meaningless. ``p = 2`` is a flag.
-* **[R]** scale (``adaptation_reduction``): ``"norm"`` (default) keeps KA eq. 3's per-site L_p
-  *norm* over the L = k C_t latent channels, the quantity lambda_ada (replacing the paper's beta)
-  weights; for p = 1 it is L times an element-wise mean, so it grows with the latent width
-  (L = 64 for the Cylinder3D teacher's 128 channels). ``"channel_mean"`` divides by L^(1/p)
-  (the p-power mean over channels: the element-wise mean |.| for p = 1, as torchdistill's
-  ``l1_loss`` reduction), a term of the size of a per-element mean.
-* **[R]** affinity = position-wise cosine graph scaled by 1/M, mean row-difference L2 norm (the
-  paper's reading); torchdistill's ``AffinityLoss`` builds per-channel spatial outer products
-  instead. Graphs on the SKD node sets (cells, <= max_nodes per scan, same draw for both
-  networks), never on all sites; ``affinity_loss = "mse"`` gives the mean squared difference
-  of the unscaled cosines. Mean over scans: a batch of two gives the plain mean of the two.
-* **[R]** the L1 sparsity is normalised by the same count as the MSE (R * C_t), keeping the
-  paper's ratio between ``||phi - D(E(phi))||^2`` and ``alpha ||E(phi)||_1``; torchdistill sums
-  the L1 over the batch but averages the MSE, which at LiDAR scale (R * k C_t ~ 6e6) would weight
-  sparsity ~1e6 x more than in its image setting.
-* **[D]** ``level = "voxel"`` (native output sites, see :mod:`baselines.kd`); latent ratio k = 0.5
-  (= C_s for the 0.5x students); node cells as SKD (:mod:`baselines.nodes`).
-* The adaptation loss is not 0 at phi_s = phi_t (different modules on each side); it is 0 when
-  the adapted student direction equals the latent direction at every site.
-
-Computed in float32; teacher features are detached and E runs without gradient.
+C_f = conv + BN + ReLU, C_a = conv with bias, trained with the student. Readings: the auto-encoder, adapters and
+sparsity normalisation [docs/readings.md#ka-autoencoder]; per-site normalisation and the graph
+[docs/readings.md#ka-affinity-graph]; the term's scale (``adaptation_reduction``)
+[docs/readings.md#ka-adaptation-scale]; nodes and level [docs/readings.md#baselines-nodes, #baselines-levels].
+L_adaptation is not 0 at phi_s = phi_t (different modules on each side), only when every adapted student
+direction equals the latent direction. Computed in float32; teacher features detached, E without gradient.
 """
 from __future__ import annotations
 

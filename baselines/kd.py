@@ -1,37 +1,20 @@
 """KD: vanilla knowledge distillation on the output logits of every site.
 
-Paper: Geoffrey Hinton, Oriol Vinyals, Jeff Dean, "Distilling the Knowledge in a Neural Network",
-NIPS 2014 Deep Learning Workshop, arXiv 1503.02531 (2015). PVD's "KD" row (PVKD supplement,
-Table 1; coefficient ``kd`` of Table 4: 0.2 Cylinder3D, 0.1 SPVNAS, 0.2 MinkowskiNet).
+Paper: Hinton, Vinyals, Dean, "Distilling the Knowledge in a Neural Network", NIPS 2014 Deep Learning Workshop,
+arXiv 1503.02531. PVD's "KD" row (PVKD Table 1; coefficient ``kd`` of supplement Table 4: 0.2 Cylinder3D,
+0.1 SPVNAS, 0.2 MinkowskiNet).
 
-As implemented, with z^S, z^T the (R, K) student / teacher logits of the R sites of a batch,
-S_b the sites of scan b and B' the scans that have sites::
+As implemented, with z^S, z^T the (R, K) student / teacher logits of the R sites of a batch, S_b the sites of
+scan b and B' the scans that have sites::
 
     p_i^T = softmax(z_i^T / T),   log p_i^S = log_softmax(z_i^S / T)
     KL_i  = T^2 * sum_k p_ik^T (log p_ik^T - log p_ik^S)                      (KL(p^T || p^S))
     L_kd  = (1/|B'|) * sum_{b in B'} (1/|S_b|) * sum_{i in S_b} KL_i
 
-This is the harness's one output-distillation convention (:func:`harness.distill.losses.site_kl`):
-summed over the K classes, mean over sites; ``kl_class_reduction="mean"`` divides by K as well.
-
-Readings (docs/readings.md#baselines-levels, #kl-convention):
-
-* **[D]** ``temperature = 1`` (the segmentation codebases IFVD / CIRKD; Hinton's classification
-  setting is 4), configurable; the T^2 factor keeps gradient scale across T (Hinton §2).
-* **[D]** ``level = "voxel"``: the sites are each backbone's native output sites -- Cylinder3D's
-  non-empty cylindrical voxels (its training labels are voxel labels), SPVCNN's point-branch rows
-  (one representative point per voxel) and MinkUNet's stride-1 voxels. ``level = "point"`` uses
-  the ``point_logits`` of every input point instead (for SPVCNN / MinkUNet and Cylinder3D without
-  point refinement that is voxel KD weighted by points per voxel); points of voxels dropped by
-  the cubic grid's cap are left out.
-* **[R]** all sites count, labelled or not (the teacher supplies the targets).
-* **[D]** the harness's batch convention (:func:`harness.distill.losses.per_scan_mean`): the mean
-  over sites is taken per scan, then over scans, so a batch of two scans gives the plain mean of
-  the two single-scan values whatever their sizes (for equal-sized images, as in the 2-D
-  codebases, this is their per-pixel batch mean).
-* **[D]** every logit is kept (``ignore_logit = None``); ``ignore_logit = 0`` drops Cylinder3D's
-  ignored-class logit before both softmaxes (SPVCNN / MinkUNet heads have no such logit).
-* KL rather than the soft cross-entropy of some codebases: same gradient, but 0 at p^S = p^T.
+This is the harness's one output-distillation convention (:func:`harness.distill.losses.site_kl`): summed over
+the K classes, mean over sites; ``kl_class_reduction="mean"`` divides by K as well
+[docs/readings.md#kl-convention]. Readings: T = 1, the sites (``level``), unlabelled sites, the batch
+reduction, ``ignore_logit`` [docs/readings.md#kd-temperature-sites, #baselines-levels].
 
 Computed in float32 whatever the autocast dtype; the teacher's logits are detached.
 """

@@ -1,46 +1,20 @@
 """SKD: structured knowledge distillation, pixel-wise and pair-wise terms.
 
-Paper: Yifan Liu, Ke Chen, Chris Liu, Zengchang Qin, Zhenbo Luo, Jingdong Wang, "Structured
-Knowledge Distillation for Semantic Segmentation", CVPR 2019 (arXiv 1903.04197; TPAMI extension
-"... for Dense Prediction"). Official code: irfanICMLL/structure_knowledge_distillation
-``utils/criterion.py`` (``CriterionPixelWise``, ``CriterionPairWiseforWholeFeatAfterPool``) and
-``utils/utils.py`` (``similarity``, ``sim_dis_compute``). PVD coefficients (PVKD supplement
-Table 4): ``pixel`` = lambda_pi, ``pair`` = lambda_pa.
+Paper: Liu, Chen, Liu, Qin, Luo, Wang, "Structured Knowledge Distillation for Semantic Segmentation", CVPR 2019
+(arXiv 1903.04197). Official code: irfanICMLL/structure_knowledge_distillation ``utils/criterion.py``. PVD
+coefficients (PVKD supplement Table 4): ``pixel`` = lambda_pi, ``pair`` = lambda_pa. With (R, K) site logits and
+per-scan sites S_b (:func:`harness.distill.losses.site_kl`, the harness's one KL convention)::
 
-As implemented:
+    L_pi   = mean_b (1/|S_b|) sum_{i in S_b} sum_k p_ik^T (log p_ik^T - log p_ik^S)      (T = 1)
+    n_i:     penultimate features max-pooled into M_b <= max_nodes grid-cell nodes (baselines.nodes.build_nodes)
+    a_ij   = (n_i / ||n_i||)^T (n_j / ||n_j||)           (norm detached, + 1e-8, as SKD's ``similarity``)
+    L_pa^b = (1 / M_b^2) sum_{i,j} (a_ij^S - a_ij^T)^2,   L_pa = mean over scans with nodes
 
-* ``pixel`` -- KD at T = 1 on the (R, K) logits of the sites (:func:`harness.distill.losses.site_kl`,
-  the harness's one KL convention), KL summed over the K classes, mean over each scan's sites S_b,
-  then over scans:
-  ``L_pi = mean_b (1/|S_b|) sum_{i in S_b} sum_k p_ik^T (log p_ik^T - log p_ik^S)``
-  (``kl_class_reduction="mean"`` divides by K as well).
-* ``pair`` -- per scan b, the sites' penultimate features are max-pooled into M_b <= max_nodes
-  grid-cell nodes (:func:`baselines.nodes.build_nodes`; same nodes for both networks), and::
-
-      a_ij = (n_i / ||n_i||)^T (n_j / ||n_j||)          (norm detached, + 1e-8, as SKD's ``similarity``)
-      L_pa^b = (1 / M_b^2) sum_{i,j} (a_ij^S - a_ij^T)^2
-      L_pa   = mean over scans with nodes of L_pa^b
-
-  Each network builds its own M_b x M_b graph, so widths may differ (no adapter). The official
-  ``sim_dis_compute`` divides the summed squared differences by M^2 and the batch size: the
-  same mean over pairs and scans, so a batch of two scans gives the plain mean of the two.
-* No holistic (conditional WGAN-GP) term: PVD lists no coefficient for it.
-
-Readings (docs/readings.md#baselines-nodes, #baselines-levels):
-
-* **[R]** pixel term as KL (the official code takes the soft cross-entropy, which has the same
-  gradient); mean over sites per scan, then over scans (the harness convention; the official
-  divides by H x W per image and sums over the batch, a constant factor of the batch size away);
-  it is exactly :class:`baselines.kd.KD` at T = 1.
-* **[R]** nodes: grid cells of ``cell_size`` (3-D analogue of the beta x beta max-pool patch) with
-  at most ``max_nodes`` per scan, sampled uniformly; global graph (connection range "all"),
-  not PVD's supervoxel-local graphs. The official ``pool_scale = 0.5`` would leave 8 nodes per scan
-  in 3-D; CIRKD uses 2 x 2-pixel nodes (~1-2 k nodes). **[D]** cell (4, 4, 2) Cylinder3D,
-  8 on the cubic grids, ``max_nodes = 4096`` (:mod:`baselines.nodes`).
-* **[D]** ``level = "voxel"`` for both terms (native output sites; see :mod:`baselines.kd`).
-
-Cost per scan: O(R K) for ``pixel``; one scatter over R C plus O(M^2 C) for ``pair`` -- never an
-R x R matrix. Computed in float32; teacher values are detached.
+Each network builds its own M_b x M_b graph on the same nodes, so widths may differ (no adapter). No holistic
+(WGAN-GP) term. Readings: the pixel term's form [docs/readings.md#skd-pixel-term, #kl-convention]; nodes and
+the global graph [docs/readings.md#skd-pair-graph, #baselines-nodes]; the level [docs/readings.md#baselines-levels].
+Cost per scan: O(R K) for ``pixel``; one scatter over R C plus O(M^2 C) for ``pair``, never an R x R matrix.
+Computed in float32; teacher values are detached.
 """
 from __future__ import annotations
 

@@ -1,78 +1,24 @@
 """Cylinder3D (teacher 1.0x and PVKD 0.5x student) on the harness sparse-conv interface.
 
-Sources (facts read, code not copied):
+Follows xinge008/Cylinder3D (``network/cylinder_fea_generator.py``, ``network/segmentator_3d_asymm_spconv.py``,
+``network/cylinder_spconv_3d.py``) and cardwing/Codes-for-PVKD's configs (facts read, code not copied); the
+differences, none of which changes the function: docs/readings.md#cylinder3d-port-equivalence. Shapes
+(c = ``init_size``, F = ``num_input_features``, C classes, N points, M voxels of the 480 x 360 x 32 grid)::
 
-* xinge008/Cylinder3D ``network/cylinder_fea_generator.py`` (``cylinder_fea``: the point MLP
-  ``PPmodel``, max-pooling into voxels, ``fea_compression``), ``network/segmentator_3d_asymm_spconv.py``
-  (``Asymm_3d_spconv`` and its ``ResContextBlock`` / ``ResBlock`` / ``UpBlock`` / ``ReconBlock``),
-  ``network/cylinder_spconv_3d.py`` (``cylinder_asym``: the attribute names
-  ``cylinder_3d_generator`` / ``cylinder_3d_spconv_seg``), ``builder/model_builder.py`` and
-  ``config/semantickitti.yaml`` (teacher: ``init_size`` 32, ``num_input_features`` 16,
-  ``out_fea_dim`` 256, ``fea_dim`` 9, 20 classes).
-* cardwing/Codes-for-PVKD: the same ``network/*`` files (differences: a TTA path only) and
-  ``config/semantickitti-multiscan.yaml`` / ``config/nuScenes.yaml`` (0.5x student: ``init_size``
-  16, ``num_input_features`` 16, ``out_fea_dim`` 256 on SemanticKITTI, 128 on nuScenes with 17
-  classes). The point MLP's hidden widths (64/128/256) are hard-coded and *not* halved there.
-* Readings: docs/readings.md#cylinder3d-legacy-keys, #pvd-point-head.
+    point MLP (PPmodel):      (N, 9) -> (N, out_fea_dim)      max-pooled per voxel, compressed to (M, F)
+    3-D net (Asymm_3d_spconv): (M, F) -> up1e (M, 2c) -> voxel_features = cat(ReconNet(up1e), up1e) (M, 4c)
+    logits:                   voxel_logits (M, C)
+    point refinement head:    [voxel_features[point_to_voxel] | PPmodel out] (N, 4c + out_fea_dim)
+                              -> 256 -> 128 -> point_features (N, 64) -> point_logits (N, C)
 
-Widths. ``width`` scales only the 3-D network's base width ``init_size = round(32 * width)``:
-``width=1.0`` is the original Cylinder3D teacher (c=32, F=16, 55,853,366 official parameters)
-and ``width=0.5`` the released PVKD 0.5x student (c=16, F=16, 14,071,542). ``num_input_features``
-(F) defaults to 16 for both (Cylinder3D ``config/semantickitti.yaml``; Codes-for-PVKD's own
-SemanticKITTI teacher config says 32: pass ``num_input_features=32`` for it, or build from a
-checkpoint with :func:`harness.backbones.weights_cylinder3d.cylinder3d_from_official`, which reads
-c and F from the weight shapes). ``out_fea_dim`` (256; the nuScenes student uses 128) and the
-point-MLP widths follow the released configs, i.e. they are not halved with ``width``.
-
-Kernel-map semantics (``legacy_spconv1_keys``). The official network was trained with spconv
-1.2.1, where every ``SubMConv3d`` whose ``indice_key`` already exists reuses the first user's
-kernel map whatever its own kernel size, and indexes its (row-major flattened) weight by that
-map's offsets (maintainer's statement in xinge008/Cylinder3D#102; docs/readings.md#cylinder3d-legacy-keys). With
-``legacy_spconv1_keys=True`` (default, needed to reproduce the official/PVKD checkpoints) every
-shared key runs with its first user's geometry through the sparse modules' ``map_kernel_size``:
-
-=====================  ==========================  ==========================================
-key (block)            first user                  effect
-=====================  ==========================  ==========================================
-``prebef`` downCntx    conv1 (1,3,3)               conv1_2, conv2 (nominal (3,1,3)) run (1,3,3)
-``downNbef`` resBlockN conv1 (3,1,3)               conv1_2, conv2 (nominal (1,3,3)) run (3,1,3)
-``upN`` upBlockN       conv1 (1,3,3)               conv2 runs (1,3,3); conv3 (3,3,3) runs (1,3,3)
-                                                   with weight slices 0..8 only (18 dead slices)
-``reconbef`` ReconNet  conv1 (3,1,1)               conv1_2 (1,3,1), conv1_3 (1,1,3) run (3,1,1)
-=====================  ==========================  ==========================================
-
-With ``False`` every conv runs its nominal kernel under its own key (spconv 2.x semantics:
-``"<official key>_<k0><k1><k2>"``); that is a *different network* from the released weights.
-The mode is recorded in :attr:`Cylinder3D.kernel_map_mode` for run metadata.
-
-Point refinement head (``point_refinement=True``). The paper's Cylinder3D has a point-wise
-refinement module that the released code lacks (xinge008/Cylinder3D#23, #42; PVKD's pointwise
-distillation presupposes it). What the author says in xinge008/Cylinder3D#28: it is "a
-symmetrical counterpart" of the point MLP of the cylindrical feature generator, with channels
-"256, 128, 64"; "the features after 3D convolution" are used for it and "should be transformed
-to the point-wise features first". **Reading [R]** (the thread does not settle which voxel
-tensor nor add-vs-concat; the asker's "added together?" was not confirmed):
-
-* voxel side: the 4c-channel ``cat(ReconNet(up1e), up1e)`` tensor that feeds ``logits``
-  (tap ``voxel_features``), gathered to every point through ``point_to_voxel``;
-* point side: the per-point output of ``PPmodel`` (``out_fea_dim`` channels), i.e. the point
-  features before voxel pooling and the 3-D network;
-* fusion: **concatenation** ``[voxel (4c) | point (out_fea_dim)]`` (a superset of addition: the
-  first linear layer can realise any sum of two projections);
-* MLP mirrored from ``PPmodel``: ``BN1d(4c + out_fea_dim) -> Linear(., 256) -> BN -> ReLU ->
-  Linear(256, 128) -> BN -> ReLU -> Linear(128, 64) -> BN -> ReLU`` (64-d point features, tap
-  ``point_features``) ``-> Linear(64, num_classes)`` (point logits). Widths are not halved for
-  the student, like ``PPmodel``. Parameters live in the separate submodule ``point_refinement``
-  (teacher: 142,676; student: 126,164 with 20 classes).
-
-Other differences from the original, none of which changes the function computed: no random
-point shuffle before pooling (it only changes ``scatter_max`` tie-breaking); voxels and the
-point -> voxel map come precomputed from :mod:`harness.voxelize.cylindrical` (same sorted order
-as ``torch.unique``); pooling is ``scatter_reduce("amax", include_self=False)`` instead of
-``torch_scatter.scatter_max``; the network returns sparse voxel logits (M, classes) instead of
-``.dense()`` on the 480 x 360 x 32 grid; conv weights use spconv 2.x's KRSC layout
-(:mod:`harness.backbones.weights_cylinder3d` converts official spconv-1 checkpoints) and
-spconv 2.x's default initialisation (spconv 1.2.1 computed kaiming bounds on its RSCK tensor).
+``width`` scales only ``init_size = round(32 * width)`` (1.0: the teacher, c = 32; 0.5: the PVKD student,
+c = 16) [docs/readings.md#cylinder3d-width]; F defaults to 16 [docs/readings.md#cylinder3d-f];
+:func:`harness.backbones.weights_cylinder3d.cylinder3d_from_official` reads c and F from a checkpoint.
+``legacy_spconv1_keys=True`` (default) reproduces spconv 1.2.1's kernel-map sharing, needed for the
+official/PVKD weights; the mode is :attr:`Cylinder3D.kernel_map_mode` [docs/readings.md#cylinder3d-legacy-keys].
+``point_refinement=True`` adds the paper's point-wise refinement head, absent from the released code
+[docs/readings.md#cylinder3d-point-head-design, #pvd-point-head]; without it ``point_logits`` is
+``voxel_logits`` gathered at each point's voxel.
 """
 
 from __future__ import annotations
@@ -339,7 +285,7 @@ class Asymm3dSpconv(nn.Module):
 
 
 class PointRefinement(nn.Module):
-    """Point-wise refinement head (reading of xinge008/Cylinder3D#28, see the module docstring).
+    """Point-wise refinement head (reading of xinge008/Cylinder3D#28, docs/readings.md#cylinder3d-point-head-design).
 
     ``mlp``: BN1d(voxel_channels + point_channels) -> Linear(., w0) -> BN -> ReLU -> Linear(w0, w1)
     -> BN -> ReLU -> Linear(w1, w2) -> BN -> ReLU with ``widths = (w0, w1, w2) = (256, 128, 64)``;
@@ -396,8 +342,8 @@ class Cylinder3D(Backbone):
         init_size: base width c of the 3-D network (overrides ``width``).
         out_fea_dim: ``PPmodel`` output width (256; the nuScenes student config uses 128).
         fea_dim: per-point input features (9 for the cylindrical features).
-        legacy_spconv1_keys: emulate spconv 1.2.1 kernel-map sharing (module docstring).
-        point_refinement: add the point-wise refinement head (module docstring); otherwise point
+        legacy_spconv1_keys: emulate spconv 1.2.1 kernel-map sharing (docs/readings.md#cylinder3d-legacy-keys).
+        point_refinement: add the point-wise refinement head (docs/readings.md#cylinder3d-point-head-design); otherwise point
             logits are the logits of each point's voxel.
         refinement_widths: hidden widths of the refinement MLP.
         sparse_backend: backend for every sparse conv (``"auto"``, ``"torchref"``, ``"spconv"``...).

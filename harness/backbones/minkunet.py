@@ -1,50 +1,23 @@
 """MinkUNet (spvnas's "MinkowskiNet" for SemanticKITTI) on the harness's sparse-conv interface.
 
-Architecture, module names and parameter shapes follow mit-han-lab/spvnas
-``core/models/semantic_kitti/minkunet.py`` (configs ``configs/semantic_kitti/minkunet/{default,cr0p5}.yaml``,
-``core/builder.py``), so a model-zoo checkpoint loads with ``strict=True`` after the kernel
-layout conversion of :mod:`harness.backbones.weights_spvnas`:
+Architecture, module names and parameter shapes follow mit-han-lab/spvnas ``core/models/semantic_kitti/minkunet.py``,
+so a model-zoo checkpoint loads with ``strict=True`` after :mod:`harness.backbones.weights_spvnas`'s kernel
+layout conversion. Channels ``cs = [int(width * c) for c in (32, 32, 64, 128, 256, 256, 128, 96, 96)]``
+(``width`` is spvnas's ``cr``: 1.0 teacher, 0.5 student); every sparse conv is bias-free::
 
-* channels ``cs = [int(width * c) for c in (32, 32, 64, 128, 256, 256, 128, 96, 96)]``
-  (``width`` is spvnas's ``cr``: 1.0 teacher, 0.5 student);
-* ``stem``: conv k3 (in -> cs0), BN, ReLU, conv k3 (cs0 -> cs0), BN, ReLU;
-* ``stage1..4``: ``BasicConvolutionBlock`` (conv **k2 s2**, BN, ReLU) then two ``ResidualBlock`` s;
-* ``up1..4``: ``[BasicDeconvolutionBlock (transposed k2 s2, BN, ReLU), Sequential(ResidualBlock on
-  concat(up, skip), ResidualBlock)]``, skips x3, x2, x1, x0;
-* ``ResidualBlock``: ``relu(net(x) + downsample(x))``, ``net`` = conv k3, BN, ReLU, conv k3, BN;
-  ``downsample`` = conv **k1** + BN when in != out, else an empty ``nn.Sequential()``;
-* ``classifier``: ``Sequential(Linear(cs8, num_classes))`` with bias; every sparse conv is bias-free;
-* ``point_transforms`` (3 x Linear + BN1d + ReLU) and ``dropout``: defined by spvnas's MinkUNet but
-  never used by its forward; kept so the official state_dict loads (see :meth:`MinkUNet.forward_parameter_count`).
+    stem:      (M, in) -> conv k3, BN, ReLU, conv k3, BN, ReLU -> (M, cs0)
+    stage1..4: conv k2 s2, BN, ReLU, 2 x ResidualBlock          -> (M_i, cs_i) at stride 2^i
+    up1..4:    transposed k2 s2, BN, ReLU; ResidualBlock(concat(up, skip)), ResidualBlock   (skips x3..x0)
+    ResidualBlock(x) = relu(net(x) + downsample(x)),  net = conv k3, BN, ReLU, conv k3, BN,
+                       downsample = conv k1 + BN when in != out, else nn.Sequential()
+    voxel_logits = classifier(y4) (M, C);   point_logits = voxel_logits[point_to_voxel] (N, C)
 
-torchsparse -> harness conv mapping: a torchsparse stride-1 k3 conv
-keeps its input coordinates, i.e. :class:`~harness.sparse.SubMConv3d`; the k1 downsample conv is a
-``SubMConv3d(k=1)``; conv k2 s2 is ``SparseConv3d(k2, s2, p0)`` (output ``floor(x / 2)``, torchsparse
-``nn/functional/conv/kmap/downsample.py`` fast path); the transposed conv is
-``SparseInverseConv3d`` with the strided conv's ``indice_key`` (``"spvnas_down<i>"``).
-spconv's output grid is ``floor((n - 2) / 2) + 1``, which would drop the last cell of an odd-sized
-level, so the input grid is padded up to a multiple of 16 (four halvings) per axis -- then every
-level keeps all voxels, as in torchsparse, which has no grid bound.
-
-Initialisation matches spvnas: the sparse convs' default uniform(+-1/sqrt(C_in * K)) equals
-torchsparse's ``reset_parameters`` (the transposed convs are re-drawn with torchsparse's
-+-1/sqrt(C_out * K)); BatchNorm weight 1, bias 0; ``nn.Linear`` defaults.
-
-Classes (a harness choice): by default the head has ``num_classes = 19`` outputs in spvnas order,
-which is SemanticKITTI's learning-id order without the ignored id 0 (spvnas
-``core/datasets/semantic_kitti.py``: ``label_map``; ignore 255). So **logit ``j`` is harness learning
-id ``j + label_offset``** with ``label_offset = 1``: train with ``labels - label_offset`` and
-``ignore_index = -1``; predict learning ids with ``logits.argmax(1) + label_offset``. This is the
-official configuration (model-zoo weights load, official parameter counts). ``num_classes=20,
-label_offset=0`` gives a Cylinder3D-style head whose logit index is the learning id.
-Note spvnas's own raw -> train mapping ignores raw ids the SemanticKITTI yaml merges (bus, on-rails,
-lane-marking, other-object, moving-bus/on-rails); the harness label map decides that, not the net.
-
-Outputs (:class:`~harness.backbones.base.BackboneOutput`): ``voxel_logits`` (M, C) = classifier on
-the final voxel features, rows in ``BackboneInput.voxel_coords`` order; ``point_logits`` (N, C) =
-``voxel_logits[point_to_voxel]`` (spvnas's evaluation ``inverse_map``). Points whose voxel was
-dropped by the training-time voxel cap (``point_to_voxel == -1``) get all-zero logits and no
-gradient: mask them with ``point_to_voxel >= 0``.
+``point_transforms`` and ``dropout`` are defined by spvnas's MinkUNet but unused by its forward; kept so the
+official state_dict loads (:meth:`MinkUNet.forward_parameter_count`). The conv mapping and the grid padding to a
+multiple of 16: docs/readings.md#minkunet-grid-padding. Classes: logit ``j`` is learning id
+``j + label_offset`` (19 outputs, ``label_offset = 1``, the official head) [docs/readings.md#spvnas-label-offset,
+#spvnas-label-map]. Rows of ``voxel_logits`` follow ``BackboneInput.voxel_coords``; points whose voxel was
+dropped by the training voxel cap (``point_to_voxel == -1``) get all-zero logits and no gradient.
 """
 from __future__ import annotations
 

@@ -1,44 +1,23 @@
 """SPVCNN (spvnas's manually designed point-voxel net) on the harness's sparse-conv interface.
 
 Follows mit-han-lab/spvnas ``core/models/semantic_kitti/spvcnn.py`` and its point<->voxel ops in
-``core/models/utils.py`` (``initial_voxelize``, ``point_to_voxel``, ``voxel_to_point``), in pure
-torch (no torchsparse, no torch_scatter):
+``core/models/utils.py``, in pure torch. The voxel branch is :class:`~harness.backbones.minkunet.MinkUNet`'s
+(``ResidualBlock.downsample`` is ``nn.Identity()`` when in == out, as in spvnas). With p2v = ``point_to_voxel``
+(mean of the point features per voxel of ``floor(coords / stride)``) and devox = :func:`devoxelize`::
 
-* the voxel branch is :class:`~harness.backbones.minkunet.MinkUNet`'s (same layers and names;
-  ``ResidualBlock.downsample`` is ``nn.Identity()`` when in == out, as in spvnas);
-* the point branch: ``z`` = the input "points"; ``x0 = initial_voxelize(z)`` (scatter-mean of the
-  points per voxel of ``floor(coords * pres / vres)``); ``z0 = devox(stem(x0))``;
-  ``x1..x4`` = stages on ``point_to_voxel(x0, z0)``; ``z1 = devox(x4) + point_transforms[0](z0)``;
-  up1, up2 on ``dropout(point_to_voxel(x4, z1))``; ``z2 = devox(y2) + point_transforms[1](z1)``;
-  up3, up4 on ``dropout(point_to_voxel(y2, z2))``; ``z3 = devox(y4) + point_transforms[2](z2)``;
-  logits = ``classifier(z3)`` per point;
-* ``point_to_voxel(x, z)``: mean of the point features per voxel of ``x`` holding
-  ``floor(coords / stride)`` (hash query = :func:`harness.sparse.query_coords`, spvnas clamps misses
-  to row 0 -- none occur, every point lies in a voxel of every level);
-* ``voxel_to_point(x, z)`` (:func:`devoxelize`): trilinear interpolation from the 8 voxels
-  ``floor(p) + {0,1}^3`` of ``p = coords / stride`` with torchsparse's ``calc_ti_weights``
-  (mit-han-lab/torchsparse ``torchsparse/nn/functional/devoxelize.py``): corner order
-  ``4 dx + 2 dy + dz`` (the even-kernel offset order of ``backend/hashmap/hashmap_cuda.cuh``
-  ``lookup_coords_kernel``), weight ``prod_i (dx_i ? p_i - floor_i : floor_i + 1 - p_i)``, missing
-  corners 0, then divided by ``sum + 1e-8``; computed in float32 without gradient as torchsparse does.
-  Point positions are ``(coords * pres) / vres`` in float32 as in spvnas; for large coordinates that is
-  off by one ulp from the integer (e.g. 2457 of the values 0..19999 at 0.05/0.05), which gives
-  neighbouring voxels weights of order 1e-4 at stride 1 -- reproduced, not corrected.
+    x0 = initial_voxelize(z);  z0 = devox(stem(x0));  x1..x4 = stages(p2v(x0, z0))
+    z1 = devox(x4) + point_transforms[0](z0);  y2 = up2(up1(dropout(p2v(x4, z1))))   (skips x3, x2)
+    z2 = devox(y2) + point_transforms[1](z1);  y4 = up4(up3(dropout(p2v(y2, z2))))   (skips x1, x0)
+    z3 = devox(y4) + point_transforms[2](z2);  logits = classifier(z3)
+    devox: trilinear from the 8 voxels floor(p) + {0,1}^3 of p = coords / stride, corner order 4 dx + 2 dy + dz,
+           w = prod_i (dx_i ? p_i - floor_i : floor_i + 1 - p_i), missing corners 0, / (sum + 1e-8)
 
-**What the "points" are.** spvnas feeds SPVCNN the quantised voxel samples: ``z = PointTensor(x.F,
-x.C.float())`` of the sparse input, i.e. one point per voxel with the representative point's
-features (x, y, z, remission) and the *integer voxel coordinate* as its position; with ``pres = vres
-= 0.05`` the first voxelisation is the identity. This port does the same on ``BackboneInput``
-(``voxel_features``, ``voxel_coords``), so model-zoo weights compute what they computed in spvnas.
-The point branch therefore has M rows (one per voxel, in ``voxel_coords`` order):
-
-* ``voxel_logits`` (M, C) = the point-branch logits (one representative point per voxel);
-* ``point_logits`` (N, C) = ``voxel_logits[point_to_voxel]`` (spvnas's evaluation ``inverse_map``);
-  points of voxels dropped by the training voxel cap get zeros;
-* taps ``voxel_features`` (M, cs8) = ``z3`` (classifier input), ``point_features`` (N, cs8) its gather.
-
-Running the point branch on all N raw points (true point-voxel fusion at full resolution) would be a
-different network from the released one and is not what spvnas does for SemanticKITTI.
+The "points" ``z`` are, as in spvnas, one per voxel (its representative features, integer voxel coordinate as
+position) [docs/readings.md#spvcnn-points], so the point branch has M rows in ``voxel_coords`` order:
+``voxel_logits`` (M, C) = the point-branch logits; ``point_logits`` (N, C) = ``voxel_logits[point_to_voxel]``
+(zeros for voxels dropped by the training voxel cap); taps ``voxel_features`` (M, cs8) = ``z3``,
+``point_features`` (N, cs8) its gather. Logit ``j`` is learning id ``j + label_offset``
+[docs/readings.md#spvnas-label-offset].
 """
 from __future__ import annotations
 

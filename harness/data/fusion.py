@@ -1,56 +1,15 @@
-r"""M2SKD hard-class instance fusion: add the previous scans' hard-class instances to the current scan.
+"""M2SKD hard-class instance fusion: add the previous scans' hard-class instances to the current scan.
 
-M2SKD (Qiu, Jiang, Zhang, Xue, Pu, arXiv 2304.14800) trains its multi-scan teacher on a scan to
-which *only the instances of pre-defined hard classes* of the previous scans have been added
-("priori-based sparse fusion by registration", paper Fig. 1). Readings:
-docs/readings.md#m2skd-fusion. Tags as in docs/readings.md: **[V]** read in
-the authors' code (skyshoumeng/M2SKD), **[R]** reading of the paper, **[D]** harness default.
+M2SKD (Qiu, Jiang, Zhang, Xue, Pu, arXiv 2304.14800, Fig. 1) trains its multi-scan teacher on a scan to which
+only the instances of pre-defined hard classes (learning ids 2-8, not car) of the previous ``num_past`` = 4
+scans have been added. Readings: which scans and classes [docs/readings.md#m2skd-fusion]; the alignment
+(``align="pose"``, default, or the authors' ``"centroid"`` offset), instance matching, and where this module
+differs from the authors' loader, with measured gaps on real scans [docs/readings.md#m2skd-fusion-align].
 
-What the authors' code does [V] (skyshoumeng/M2SKD ``dataloader/pc_dataset.py``,
-``SemKITTI_sk_multiscan.__getitem__``; ``instance_augmentation/instance_preprocess.py``)
-
-* Scans: the current frame t and the ``multiscan = 4`` previous frames t-1 ... t-4; fusion happens
-  only when ``t >= 4`` (the "3 point clouds" comment next to it is stale).
-* Correspondence: SemanticKITTI's temporally consistent instance ids (upper 16 bits of ``.label``);
-  instances are pre-extracted per frame into per-instance files, and a previous-frame instance is
-  fused only when the *same id exists in frame t*. Car instances (learning id 1) are skipped, so the
-  fused classes are the thing classes 2-8 (``network/segmentator_3d_asymm_spconv.py``:
-  ``thing_label = [2,3,4,5,6,7,8]``).
-* Alignment in the training loader: **centroid offset** -- each previous-frame instance (in its own
-  frame's LiDAR coordinates, no pose applied) is translated so that its centroid equals the centroid
-  of the same instance in frame t (the TEASER++ branch is dead code behind ``if True or ...``; a
-  global pose transform ``fuse_multi_scan`` exists but its call is commented out). The offline
-  ``instance_preprocess.py`` uses TEASER++ registration (noise bound 0.03, scale estimation, GNC-TLS)
-  with the centroid offset as fallback; TEASER++ is not reimplemented here.
-* The fused points carry the instance's semantic label; the teacher's voxel labels come from the
-  fused cloud.
-
-What this module does
-
-* ``align="pose"`` [D, default of ``DataConfig.fusion_align``]: past points are brought into the
-  current LiDAR frame with the real SemanticKITTI poses, ``inv(T_t) @ T_past`` where ``T_i =
-  inv(Tr) @ P_i @ Tr`` (:meth:`SemanticKITTI.poses`). Exact for static objects; a moving object is
-  left where it was (in world coordinates), i.e. smeared along its track -- measured on the real
-  seq-00 frames 0 -> 1: the moving motorcyclist (raw 255) lands 0.81 m (median nearest-neighbour
-  gap) from its frame-1 points with the pose transform, 0.25 m without any transform and 0.09 m with
-  the centroid offset, while frame 0's 13 static cars (raw 10) land 0.044 m (pooled median) from their
-  frame-1 points with the pose transform (0.41 m without; ``tests/m2skd/test_fusion.py``).
-* ``align="centroid"`` [V]: the authors' training-loader alignment described above (no pose).
-  Aligns moving instances; for a static instance it can shift the points by the change of the
-  visible part's centroid between the two viewpoints.
-* Only instances present in the current frame are fused [V], matched on the pair (learning label,
-  instance id) [D] (the authors match the instance id alone; the pair guards against an id reused
-  by another class). Instance id 0 (no instance) is never fused [D].
-* Differences from the authors' loader, on purpose [D]: frames that do not exist (t < k, gaps in a
-  subset) are skipped instead of fusing nothing before t = 4; unlabelled past frames are skipped;
-  the current scan's own instance points are *not* appended a second time (the authors' loader
-  appends the frame-t instance files, car included, after the raw scan, duplicating those points);
-  only hard-class points of past frames are appended.
-
-Output layout: the first ``N`` rows are the current scan exactly as :meth:`SemanticKITTI.load`
-returns it (``points[:N]`` bit-identical), followed by the fused points ordered by frame (t-1 first)
-and, within a frame, in scan order. Instance ids are kept as stored (they are stable over a
-sequence), so ``instance`` of a fused point equals that of the current-frame instance it belongs to.
+Output layout (:class:`FusedScan`): the first ``N = num_original`` rows are the current scan exactly as
+:meth:`SemanticKITTI.load` returns it (``points[:N]`` bit-identical), followed by the fused points ordered by
+frame (t-1 first) and, within a frame, in scan order. Instance ids are kept as stored (stable over a sequence),
+so a fused point's ``instance`` equals that of the current-frame instance it belongs to.
 
 Example::
 

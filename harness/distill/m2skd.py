@@ -1,91 +1,28 @@
-r"""M2SKD: Multi-to-Single Knowledge Distillation (Qiu, Jiang, Zhang, Xue, Pu; arXiv 2304.14800).
+"""M2SKD: Multi-to-Single Knowledge Distillation (Qiu, Jiang, Zhang, Xue, Pu; arXiv 2304.14800).
 
-A teacher that sees the current scan *plus the previous scans' hard-class instances*
-(:func:`harness.data.fusion.fuse_hard_instances`) teaches a single-scan student at three levels:
-feature, logit and instance-aware affinity. Readings: docs/readings.md (``m2skd-*``). Tags: **[V]** read in the authors' code skyshoumeng/M2SKD
-(``network/segmentator_3d_asymm_spconv.py`` ``Asymm_3d_spconv.forward``; ``train_cylinder_asym.py``),
-**[R]** reading of the paper (abstract, Fig. 1), **[D]** harness default. The paper's equations
-could not be seen; the authors' snapshot is not runnable as released, so it is evidence
-of loss forms and weights, not a reference implementation.
+A frozen teacher that sees the current scan plus the previous scans' hard-class instances
+(:func:`harness.data.fusion.fuse_hard_instances`, ``batch.extras["teacher_input"]``; absent -> same-input KD)
+teaches a single-scan student (``batch``) at the shared sites [docs/readings.md#m2skd-shared-sites,
+#m2skd-teacher]. ``batch.extras["point_instance"]``: (N,) int64 instance ids of the student's points.
+:meth:`M2SKD.compute` returns the terms **unweighted**; B scans, per-scan reductions then the mean over scans::
 
-Inputs. ``batch`` is the student's single-scan :class:`BackboneInput`; the teacher's fused scan is
-``batch.extras["teacher_input"]`` (a :class:`BackboneInput`; absent -> ``batch`` itself, i.e. plain
-same-input KD). Scan ``b`` of the teacher input must start with the student's scan ``b`` point for
-point (the fused points follow them), augmented identically (``harness.engine.data`` voxelises both
-views with one derived seed). Instance-aware grouping also reads ``batch.extras["point_instance"]``:
-(N,) int64 SemanticKITTI instance ids of the student's points (or a list of per-scan arrays).
+    feature:  e_v = (1/D) ||A f^S_v - f^T_v||^2          f: (M_s, D) at a ``feature_taps`` tap (default
+              L_feat = mean_{v: e_v > feature_threshold} e_v, mean over taps    ``decoder.2``, (M_2, 4c), stride 2)
+    logit (logit_form="code", default):  p = softmax(0.3 z),  z: (M, C) voxel (or (N, C) point) logits
+              l_v = (1/C) sum_c p^T_vc |log(p^T_vc + 1e-6) - log(p^S_vc + 1e-6)|,  L_logit = mean_{l_v > 0.01} l_v
+    logit (logit_form="kl"):  tau^2 KL(p^T || p^S) per site (harness.distill.losses.site_kl)
+    affinity: per hard-class group g of n_g sites, A_ij = cos(f_i, f_j) of each net (f: logits by default),
+              d_g = (1/n_g^2) sum_ij |A^S_ij - A^T_ij|,   L_aff = sum_c (1/|G_c|) sum_{g in G_c} d_g
 
-Shared sites -- the places where both networks have a value:
+A: a trainable linear adapter when the widths differ, identity otherwise. Readings: the logit form and its
+1/C [docs/readings.md#m2skd-logit-form, #kl-convention]; the feature tap and weight
+[docs/readings.md#m2skd-feature-term]; instance vs class groups [docs/readings.md#m2skd-affinity-groups];
+group size and the ``class_sum`` reduction [docs/readings.md#m2skd-affinity-reduction].
 
-* points: the first ``N_b`` points of every teacher scan are the student's ``N_b`` points (checked:
-  their voxel indices must agree, else ``ValueError`` -- different augmentation of the two views);
-* voxels: the student voxels whose ``[b, d0, d1, d2]`` also occur among the teacher's voxels
-  (:func:`harness.sparse.hashing.query_coords`); voxels that exist only in the fused scan are left
-  out. With identical augmentation every student voxel is shared (the fused scan is a superset);
-  the match also covers sparse feature taps (stride > 1), whose coordinates both nets share.
-
-Terms (:meth:`M2SKD.compute` returns them **unweighted**; B scans; every reduction per scan, then
-the mean over scans, except where the code form says otherwise):
-
-* ``feature`` -- feature representation distillation at the shared sites of the ``feature_taps``
-  (default ``decoder.2``: Cylinder3D ``upBlock2``, the authors' ``up2e``, 4 c channels at stride
-  (2, 2, 2) [V]). Per site the channel-mean squared difference
-  :math:`e_v = \frac1D \lVert A f^S_v - f^T_v \rVert^2` (``A``: a trainable linear adapter when the
-  widths differ [D], identity otherwise); mean over sites with ``e_v > feature_threshold``
-  (authors 1.0 [V]; default 0 = plain MSE [D, docs/readings.md#m2skd-feature-term]); the mean over taps. Fig. 1 taps one encoder
-  and one decoder stage [R]: ``feature_taps=("encoder.0", "decoder.2")`` adds the first encoder
-  stage. The authors' snapshot gathers at the fused pass's active sites, where the student's dense
-  grid is 0 off its own sites -- those rows carry no gradient, so the shared sites are the same
-  gradient set [V/D].
-* ``logit`` -- logit distillation at the shared voxels (``sites="voxel"`` [V]: the student's voxel
-  coordinates) or points (``sites="point"``), on ``voxel_logits`` / ``point_logits``:
-
-  - ``logit_form="code"`` (default) [V]: ``p = softmax(0.3 z)`` (temperature ``1/0.3``, no tau^2),
-    :math:`\ell_v = \frac1C\sum_c p^T_{vc}\,\lvert\log(p^T_{vc}+10^{-6}) - \log(p^S_{vc}+10^{-6})\rvert`,
-    averaged over the sites with ``ell_v > 0.01`` (``logit_threshold``; NaNs dropped). The ``1/C`` is
-    the authors' ``torch.mean`` over classes, on which their weight 5.0 was set, so this form keeps it
-    (``kl_class_reduction`` None -> ``"mean"``; ``"sum"`` drops the 1/C) [docs/readings.md#kl-convention];
-  - ``logit_form="kl"`` [D, docs/readings.md#m2skd-logit-form]: :math:`\tau^2\,\mathrm{KL}(p^T\Vert p^S)` per
-    site, the harness's one KL convention (:func:`harness.distill.losses.site_kl`: summed over classes,
-    mean over sites; ``kl_class_reduction="mean"`` adds 1/C), tau = ``temperature`` (default 1), all
-    shared sites.
-* ``affinity`` -- instance-aware affinity distillation on the shared sites of hard classes:
-
-  - groups (``affinity_grouping``): ``"instance"`` (default) [R, docs/readings.md#m2skd-affinity-groups] -- one group per (scan,
-    class, instance id) of a hard class (instance id > 0); a voxel's (class, instance) is the
-    majority pair of the student's points in it (ties: the smaller pair), so a group never mixes two
-    instances. ``"class"`` [V, the authors' code] -- one group per hard class, pooled over the
-    batch's scans, membership from the student's (majority) voxel label / point label;
-  - features (``affinity_source``): ``"logits"`` (default, the 20-d logits as in the code [V]) or
-    ``"features"`` (``voxel_features`` / ``point_features`` taps);
-  - per group g with members i, j (at most ``max_group_size``, a uniformly random subset when more
-    [D]; the code is unbounded), cosine affinities :math:`A_{ij} = \hat f_i\cdot\hat f_j` of each net
-    and the mean over valid pairs, diagonal included (``torch.mean`` over the matrix [V]):
-    :math:`d_g = \frac{1}{n_g^2}\sum_{ij}\lvert A^S_{g,ij} - A^T_{g,ij}\rvert` (``affinity_distance=
-    "l1"`` [V]; ``"l2"`` squares instead). Groups with fewer than ``min_group_size`` = 2 valid
-    members do not count [V: ``feas.size(0) > 1``]; rows without a direction are masked;
-  - reduction (``affinity_reduction``): ``"class_sum"`` (default) -- per hard class c present in the
-    batch, the mean of d_g over its (counted) groups G_c, summed over the classes,
-    :math:`L_{aff} = \sum_c \frac{1}{|G_c|}\sum_{g\in G_c} d_g`. With ``"class"`` grouping
-    (one group per class) this is the code's ``aff_loss +=`` over classes [V]; with ``"instance"``
-    grouping it keeps that scale (an instance group with the class's distance contributes it once
-    per class), so the authors' weight 1.0 applies to a term of the size it was set for [R].
-    ``"group_mean"`` -- per-scan mean over the groups, then the mean over scans (the earlier
-    instance default, about 1 / (number of hard classes present) of ``class_sum``) [D].
-
-Default coefficients (the authors' code, [V] ``diss_loss = mean(diss_loss) * 5. + mean(fea_loss) *
-.00 + aff_loss * 1.0``): ``logit`` 5.0, ``affinity`` 1.0, ``feature`` 0.0 (disabled in the snapshot;
-the recipe ``m2skd_student.yaml`` turns it on at 0.1 per docs/readings.md#m2skd-feature-term [D]). M2SKD is not in
-``coefficients.yaml`` (PVKD supplement Table 4): its ``default_coefficients`` classmethod returns
-:data:`DEFAULT_COEFFICIENTS`; ``coefficients`` overrides them. In the code the
-student's own segmentation loss has weight 1 (CE + Lovász) [V].
-
-Tap shapes (Cylinder3D, c = init_size = 32, 20 classes): ``voxel_logits`` (M, 20), ``point_logits``
-(N, 20), ``decoder.2`` SparseTensor (M_2, 4c = 128) at stride (2, 2, 2), ``voxel_features`` (M, 128).
-M2SKD's student has the teacher's architecture (the authors share the weights), so widths agree.
-
-Teacher regime [docs/readings.md#m2skd-teacher]: a separately trained Cylinder3D teacher on fused scans
-(``m2skd_teacher.yaml``), frozen while the student learns (``m2skd_student.yaml``).
+Default coefficients (the authors' code): ``logit`` 5.0, ``affinity`` 1.0, ``feature`` 0.0 (the
+``m2skd_student.yaml`` recipe sets 0.1); M2SKD is not in PVKD's Table 4, so ``default_coefficients`` returns
+:data:`DEFAULT_COEFFICIENTS`. Cylinder3D tap shapes (c = 32, 20 classes): ``voxel_logits`` (M, 20),
+``point_logits`` (N, 20), ``voxel_features`` (M, 128); the student has the teacher's architecture.
 """
 from __future__ import annotations
 
@@ -112,7 +49,7 @@ TERMS = ("feature", "logit", "affinity")
 #: the authors' weights [V] (skyshoumeng/M2SKD network/segmentator_3d_asymm_spconv.py, last lines of forward)
 DEFAULT_COEFFICIENTS: dict[str, float] = {"feature": 0.0, "logit": 5.0, "affinity": 1.0}
 
-#: ``affinity_reduction`` choices (module docstring)
+#: ``affinity_reduction`` choices (docs/readings.md#m2skd-affinity-reduction)
 AFFINITY_REDUCTIONS = ("class_sum", "group_mean")
 
 #: the authors' logit scale: softmax(0.3 * z) [V]

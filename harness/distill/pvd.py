@@ -1,8 +1,6 @@
-r"""PVD: Point-to-Voxel Knowledge Distillation (Hou, Zhu, Ma, Loy, Li, CVPR 2022), re-implemented from the
-paper and its supplementary material (the authors released no distillation code). Every choice the paper leaves
-open is an entry of ``docs/readings.md`` (anchors ``pvd-*``, ``kl-convention``); tags [V]/[R]/[D] as there.
-
-Loss (the trainer forms it; :meth:`PVD.compute` returns the four *unweighted* terms)::
+r"""PVD: Point-to-Voxel Knowledge Distillation (Hou, Zhu, Ma, Loy, Li, CVPR 2022), from the paper and its
+supplement (no released distillation code); readings: ``docs/readings.md`` entries ``pvd-*``. Loss (formed by
+the trainer; :meth:`PVD.compute` returns the four *unweighted* terms)::
 
     L = L_seg + alpha1 * out_point + alpha2 * out_voxel + beta1 * aff_point + beta2 * aff_voxel
 
@@ -29,8 +27,7 @@ Loss (the trainer forms it; :meth:`PVD.compute` returns the four *unweighted* te
             (A^S_{k,ij} - A^T_{k,ij})^2,\qquad A_{k,ij} = \hat f_i\cdot\hat f_j
 
 Tap shapes (Cylinder3D teacher / 0.5x student, 20 classes): point_logits (N, 20), voxel_logits (M, 20),
-point_features (N, 64), voxel_features (M, 128) / (M, 64). ``components`` switches terms off (supplement
-Table 3, :data:`TABLE3_ROWS`).
+point_features (N, 64), voxel_features (M, 128) / (M, 64). ``components`` switches terms off (Table 3, :data:`TABLE3_ROWS`).
 """
 from __future__ import annotations
 

@@ -1,46 +1,23 @@
 """Supervoxel partition and difficulty-aware sampling of PVD (Hou et al., CVPR 2022, Sec. 3.3).
 
-Vocabulary (tags as in docs/readings.md: [V] verified,
-[R] reconstructed reading, [D] harness default):
+* **Partition** [docs/readings.md#pvd-supervoxel-size]: the cylindrical grid (R x A x H = 480 x 360 x 32, Cylinder3D's
+  fixed volume) is tiled into supervoxels of ``size`` voxels, default (120, 60, 8) -> ``divisions`` (4, 6, 4)
+  -> S = 96 per scan (ragged last tiles allowed). A point's supervoxel is its cylindrical voxel index // size
+  (backbones on another grid: Cylinder3D's rule from the Cartesian position); id
+  ``(i_rho * A_s + i_phi) * H_s + i_z`` in ``[0, S)``, ``scan * S + id`` in a batch.
+* **Difficulty weight** (PVKD supplementary material)::
 
-* **Partition** [R, docs/readings.md#pvd-supervoxel-size]: the cylindrical grid (R x A x H = 480 x 360 x 32 voxels, Cylinder3D's
-  fixed volume) is tiled into non-overlapping supervoxels of ``size`` voxels, default (120, 60, 8)
-  -> ``divisions`` (4, 6, 4) -> 96 supervoxels per scan, each ~12.5 m x 60 deg x 1.55 m on
-  SemanticKITTI. Ragged last tiles are allowed (``ceil``). A point's supervoxel is its cylindrical
-  voxel index // size; for backbones on another grid the cylindrical voxel index is computed from
-  the point's Cartesian position with Cylinder3D's rule (clip into the volume, ``floor`` by
-  ``(max - min) / (n - 1)``).
-* **Supervoxel ids**: ``(i_rho * A_s + i_phi) * H_s + i_z`` in ``[0, S)`` per scan; a batch uses
-  ``scan * S + id``.
-* **Difficulty weight** [supplement form, readings R/D]:
-  ``W_i = f_class(N_minor_i) * f_dist(D_i)`` with ``f_class(n) = alpha * exp(beta * n) + 1`` (the
-  supplement's sensitivity study draws ``alpha`` from {3, 4, 5, 6} and ``beta`` from {-1, -2, -3}).
+      W_i = f_class(N_minor_i) * f_dist(D_i),   f_class(n) = alpha * exp(beta * n) + 1   (alpha 4, beta -2)
+      rarity_c = (log p_c - log p_min) / (log p_max - log p_min),   N_minor_i = min_{c in i} rarity_c
+      f_dist(D) = 1 + D / R_max     (D: radius [m] of the supervoxel's centre, R_max = 50 m)
 
-  - ``N_minor_i`` [R; docs/readings.md#pvd-n-minor]: because ``beta < 0``, ``f_class`` *decreases* with
-    ``N_minor``, so ``N_minor`` must be *small* where rare classes are. The alternative reading (a count of
-    distinct minority classes) would do the opposite (more rare classes -> lower weight) and is
-    therefore not used. Reading chosen: the **log-normalised training frequency of the rarest
-    labelled class present** in the supervoxel,
-    ``rarity_c = (log p_c - log p_min) / (log p_max - log p_min)`` in [0, 1] over the evaluated
-    classes (0 for the dataset's rarest class, 1 for its most frequent), and
-    ``N_minor_i = min_{c present in i} rarity_c`` (``n_minor="rarest"``). The log scale spreads
-    SemanticKITTI's 3.5 decades of class frequency over [0, 1], so ``beta * N_minor`` spans
-    ``[beta, 0]``: with ``alpha = 4, beta = -2`` a supervoxel holding a motorcyclist gets
-    ``f_class = 5``, one holding only vegetation ``1.54``, car ``1.82``, pole ``2.50``. A supervoxel
-    without labelled points gets ``N_minor = 1`` (no rare class seen). Alternative
-    ``n_minor="mean"``: the mean rarity of its labelled points.
-  - ``f_dist`` [D, docs/readings.md#pvd-f-dist]: ``1 + D_i / R_max`` (``f_dist="one_plus_linear"``; alternative
-    ``"linear"``: ``D_i / R_max``, the SRKD form, docs/readings.md#pvd-f-dist), ``D_i`` the radial distance [m] of the
-    supervoxel's centre from the sensor (the middle of its ``rho`` range; ragged last ring: of the
-    part inside the volume), ``R_max`` the volume's outer radius (50 m).
-* **Sampling** [D, docs/readings.md#pvd-sampling]: ``P_i = W_i / sum_j W_j`` over the *occupied* supervoxels of a scan (at least
-  one point); ``K`` drawn without replacement (``torch.multinomial``, successive draws renormalised;
-  all of them when fewer than ``K`` are occupied). Strategies for the main paper's sampling
-  ablation [R]: ``difficulty`` (``f_class * f_dist``), ``class_only`` (``f_class``),
-  ``distance_only`` (``f_dist``), ``random`` (uniform).
-* **Members** [R/D, docs/readings.md#pvd-members]: inside each sampled supervoxel at most ``limit`` points (``N_p``) / voxels
-  (``N_v``), a uniformly random subset when there are more (the same rows for teacher and student),
-  returned as a padded index plus a validity mask (padding never enters a cosine).
+  [docs/readings.md#pvd-n-minor, #pvd-f-dist, #pvd-alpha-beta]; ``n_minor="mean"`` and ``f_dist="linear"`` are the
+  alternatives there.
+* **Sampling** [docs/readings.md#pvd-sampling]: ``P_i = W_i / sum_j W_j`` over the occupied supervoxels of a
+  scan; ``K`` drawn without replacement (``torch.multinomial``); strategies ``difficulty``, ``class_only``,
+  ``distance_only``, ``random``.
+* **Members** [docs/readings.md#pvd-members]: at most ``limit`` points (N_p) / voxels (N_v) per sampled supervoxel, a
+  uniformly random subset when more (the same rows for both nets), returned as a padded index plus a mask.
 """
 from __future__ import annotations
 
