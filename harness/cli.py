@@ -208,7 +208,6 @@ def build_parser() -> argparse.ArgumentParser:
     dc = sub.add_parser("device-check", help="GPU readiness: CUDA vs CPU float64, AMP, latency, train step, DDP "
                         "(JSON report; CUDA parts skipped with a reason on CPU)")
     dc.add_argument("--scans", type=Path,
-                    default=Path(os.environ["PVKD_REAL_DATA"]) / "semantickitti" if os.environ.get("PVKD_REAL_DATA") else None,
                     help="folder with real SemanticKITTI .bin scans (default $PVKD_REAL_DATA/semantickitti)")
     dc.add_argument("--out", type=Path, default=Path("results/device_check.json"), help="JSON report path")
     dc.add_argument("--quick", action="store_true", help="few samples, small crops (the CPU test)")
@@ -224,7 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_device_check(args: argparse.Namespace) -> int:
     from harness.device_check import run_device_check
 
-    report = run_device_check(args.scans, args.out, quick=args.quick)
+    scans = args.scans
+    if scans is None:
+        if not os.environ.get("PVKD_REAL_DATA"):
+            raise InputError("--scans", "no real scans given",
+                             "pass --scans DIR holding SemanticKITTI .bin scans, or set PVKD_REAL_DATA")
+        scans = Path(os.environ["PVKD_REAL_DATA"]) / "semantickitti"
+    report = run_device_check(scans, args.out, quick=args.quick)
     skipped = [f"{k} ({v['skipped']})" for k, v in report.items() if isinstance(v, dict) and "skipped" in v]
     verdict = "passed" if report["passed"] else "FAILED"
     print(f"device check on {report['device']}: {verdict} in {report['seconds']:.0f} s; report {args.out}"

@@ -58,3 +58,10 @@ def test_comparison_detects_a_wrong_conv():
 def test_bad_scan_folder_is_a_named_error(tmp_path, capsys):
     assert main(["device-check", "--quick", "--scans", str(tmp_path), "--out", str(tmp_path / "r.json")]) == 2
     assert "no SemanticKITTI .bin scans" in capsys.readouterr().err and not (tmp_path / "r.json").exists()
+
+
+def test_no_scans_and_no_setting_is_a_named_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("PVKD_REAL_DATA", raising=False)
+    assert main(["device-check", "--quick", "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert "--scans" in err and "PVKD_REAL_DATA" in err and not (tmp_path / "r.json").exists()
