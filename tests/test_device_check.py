@@ -8,14 +8,11 @@ import torch
 
 from harness.cli import main
 from harness import device_check as dc
-from tests.conftest import REAL_DATA
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    scans = REAL_DATA / "semantickitti"
-    if not scans.is_dir():
-        pytest.skip(f"real scans not found at {scans} (set PVKD_REAL_DATA)")
+def report(tmp_path_factory, kitti_root):
+    scans = kitti_root  # skips visibly without $PVKD_REAL_DATA
     out = tmp_path_factory.mktemp("dc") / "device_check.json"
     rc = main(["device-check", "--quick", "--scans", str(scans), "--out", str(out)])
     return rc, json.loads(out.read_text())
