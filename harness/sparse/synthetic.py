@@ -86,11 +86,17 @@ def lidar_sector_coords(num_voxels: int, batch_size: int = 1, seed: int = 0) -> 
             (so no backend can profit from a pre-sorted input).
         spatial_shape: (480, 360, 32).
     """
+    samples = [cylindrical_voxel_coords(lidar_scan_points(seed + sample)) for sample in range(batch_size)]
+    return azimuth_sector_coords(samples, num_voxels, seed)
+
+
+def azimuth_sector_coords(samples: list[np.ndarray], num_voxels: int,
+                          seed: int = 0) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """The first ``num_voxels`` cells by azimuth of each sample's (M, 3) ``[rho, phi, z]`` Cylinder3D cells (a
+    contiguous sector), as (N, 4) int32 ``[batch, rho, phi, z]`` rows shuffled with ``seed``, and the grid."""
     rows = []
-    for sample in range(batch_size):
-        cells = cylindrical_voxel_coords(lidar_scan_points(seed + sample))
-        order = np.argsort(cells[:, 1], kind="stable")  # by azimuth cell
-        sector = cells[order[:num_voxels]]
+    for sample, cells in enumerate(samples):
+        sector = cells[np.argsort(cells[:, 1], kind="stable")[:num_voxels]]   # by azimuth cell
         rows.append(np.concatenate((np.full((sector.shape[0], 1), sample), sector), axis=1))
     coords = np.concatenate(rows)
     coords = coords[np.random.default_rng(seed).permutation(coords.shape[0])]

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from harness.sparse import SparseTensor, backend_available, set_backend
-from harness.sparse.synthetic import lidar_sector_coords
+from harness.sparse.synthetic import azimuth_sector_coords, lidar_sector_coords
 from harness.sparse.testing import MiniCylinderUNet
 from tests.benchmarks.conftest import GATE, speed_gate
 from tests.conftest import REAL_DATA
@@ -35,18 +35,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.benchmark(group="sparse-unet-block")
 
 
 def real_sector_coords(scan, num_voxels: int, seed: int = 0) -> tuple[torch.Tensor, tuple[int, int, int]]:
-    """``num_voxels`` cylindrical voxels of a contiguous azimuth sector of a real scan, rows shuffled (as
-    :func:`harness.sparse.synthetic.lidar_sector_coords` does for the synthetic one)."""
-    import numpy as np
-
+    """``num_voxels`` cylindrical voxels of a contiguous azimuth sector of a real scan, rows shuffled (the same
+    selection as :func:`harness.sparse.synthetic.lidar_sector_coords` makes on the synthetic one)."""
     from harness.data.semantickitti import read_points
     from harness.voxelize.cylindrical import cylindrical_voxelize
 
-    cells = cylindrical_voxelize(read_points(scan)).voxel_coords
-    sector = cells[np.argsort(cells[:, 1], kind="stable")[:num_voxels]]
-    coords = np.concatenate((np.zeros((sector.shape[0], 1), dtype=np.int64), sector), axis=1)
-    coords = coords[np.random.default_rng(seed).permutation(coords.shape[0])]
-    return torch.from_numpy(coords.astype(np.int32)), (480, 360, 32)
+    return azimuth_sector_coords([cylindrical_voxelize(read_points(scan)).voxel_coords], num_voxels, seed)
 
 
 @pytest.fixture(scope="module")
